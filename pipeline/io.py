@@ -1,0 +1,231 @@
+"""Reading note archives and writing result folders.
+
+Inputs: CSV, Parquet, JSONL files, or folders holding them and/or ``.txt`` notes
+(``<folder>/<patient_id>/<note_id>.txt``, or ``<folder>/<note_id>.txt`` where the note is its own
+patient). Problems are reported in one line -- what, where, how to fix -- and never quote note text.
+A file that cannot be read stops the run only when it is named directly; inside a folder it is
+recorded as a failure and the other files go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipeline import schema
+from pipeline.errors import InputError
+
+REQUIRED = ("note_id", "patient_id", "text")
+OPTIONAL = ("note_date", "note_type")
+NOTE_SUFFIXES = {".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".txt"}
+
+
+def _rename(frame: pd.DataFrame, where: str, id_col: str, patient_col: str, text_col: str) -> pd.DataFrame:
+    mapping = {id_col: "note_id", patient_col: "patient_id", text_col: "text"}
+    for source, target in mapping.items():
+        if source not in frame.columns:
+            flag = {"note_id": "--id-col", "patient_id": "--patient-col", "text": "--text-col"}[target]
+            found = ", ".join(map(str, list(frame.columns)[:12])) or "none"
+            raise InputError(f"{where}: missing column '{source}' (columns found: {found}); name yours with {flag} NAME")
+    frame = frame.rename(columns={k: v for k, v in mapping.items() if k != v})
+    for col in OPTIONAL:
+        if col not in frame.columns:
+            frame[col] = None
+    return frame[list(REQUIRED) + list(OPTIONAL)]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        if suffix in (".parquet", ".pq"):
+            return pq.read_table(path).to_pandas()
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); re-save the file as UTF-8") from None
+    except InputError:
+        raise
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        kind = {"csv": "CSV", "parquet": "Parquet", "pq": "Parquet"}.get(suffix.lstrip("."), "JSONL")
+        raise InputError(f"{path}: cannot be read as {kind} ({type(exc).__name__}); check the file is complete and in that format") from None
+    raise InputError(f"{path}: unsupported file type '{suffix}'; use .csv, .parquet, .jsonl or a folder of .txt notes")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    records = []
+    with path.open("r", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{path}:{number}: not a JSON object; each line must be one JSON object") from None
+            if not isinstance(item, dict):
+                raise InputError(f"{path}:{number}: not a JSON object; each line must be one JSON object")
+            records.append(item)
+    return pd.DataFrame.from_records(records)
+
+
+def _read_txt_notes(root: Path, files: list[Path], failures: list[dict]) -> pd.DataFrame:
+    rows = []
+    for f in files:
+        rel = f.relative_to(root)
+        patient = rel.parts[-2] if len(rel.parts) > 1 else f.stem
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            failures.append({"note_id": f.stem, "patient_id": patient, "stage": "read",
+                             "error": f"{f}: not UTF-8 text (bad byte at offset {exc.start}); re-save as UTF-8"})
+            continue
+        rows.append({"note_id": f.stem, "patient_id": patient, "text": text, "note_date": None, "note_type": None})
+    return pd.DataFrame(rows, columns=list(REQUIRED) + list(OPTIONAL))
+
+
+def load_inputs(
+    inputs: Iterable[str | Path],
+    id_col: str = "note_id",
+    patient_col: str = "patient_id",
+    text_col: str = "text",
+) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    """Read every input; returns (notes, failures, descriptions of what was read)."""
+    frames: list[pd.DataFrame] = []
+    failures: list[dict] = []
+    read: list[dict] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"input not found: {path}; check the path (files: .csv .parquet .jsonl, or a folder)")
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in NOTE_SUFFIXES)
+            txt = [p for p in files if p.suffix.lower() == ".txt"]
+            tables = [p for p in files if p.suffix.lower() != ".txt"]
+            if not files:
+                raise InputError(f"{path}: folder holds no .csv, .parquet, .jsonl or .txt notes; point calcmine at your notes")
+            for f in tables:
+                try:
+                    frame = _rename(_read_table(f), str(f), id_col, patient_col, text_col)
+                except InputError as exc:
+                    failures.append({"note_id": None, "patient_id": None, "stage": "read", "error": str(exc)})
+                    continue
+                frame["source"] = str(f)
+                frames.append(frame)
+                read.append({"path": str(f), "notes": int(len(frame))})
+            if txt:
+                frame = _read_txt_notes(path, txt, failures)
+                frame["source"] = str(path)
+                frames.append(frame)
+                read.append({"path": str(path), "notes": int(len(frame)), "kind": "txt folder"})
+        else:
+            if path.suffix.lower() == ".txt":
+                frame = _read_txt_notes(path.parent, [path], failures)
+            else:
+                frame = _rename(_read_table(path), str(path), id_col, patient_col, text_col)
+            frame["source"] = str(path)
+            frames.append(frame)
+            read.append({"path": str(path), "notes": int(len(frame))})
+    if not frames:
+        notes = pd.DataFrame(columns=schema.NOTES.names)
+    else:
+        notes = pd.concat(frames, ignore_index=True)
+    return notes, failures, read
+
+
+def _clean_str(value) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def validate_notes(notes: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep notes with an id, a patient and non-empty text; one failure record per other note.
+
+    A note id seen twice keeps its first copy; a second copy with different text is a failure.
+    """
+    missing = [c for c in REQUIRED if c not in notes.columns]
+    if missing:
+        raise InputError(f"notes table lacks columns {missing}; it needs note_id, patient_id and text")
+    frame = notes.copy()
+    for col in OPTIONAL + ("source",):
+        if col not in frame.columns:
+            frame[col] = None
+    failures: list[dict] = []
+    keep = []
+    seen: dict[str, str] = {}
+    for i, row in enumerate(frame.itertuples(index=False)):
+        note_id, patient = _clean_str(row.note_id), _clean_str(row.patient_id)
+        text = row.text
+        problem = None
+        if note_id is None:
+            problem = f"row {i + 1}: no note_id"
+        elif patient is None:
+            problem = "no patient_id"
+        elif not isinstance(text, str):
+            problem = "text is missing or not a string"
+        elif not text.strip():
+            problem = "empty text"
+        elif note_id in seen:
+            if seen[note_id] != text:
+                problem = "duplicate note_id with different text; keep one copy or give each note its own id"
+            else:
+                continue
+        if problem:
+            failures.append({"note_id": note_id, "patient_id": patient, "stage": "input", "error": problem})
+            continue
+        seen[note_id] = text
+        keep.append(i)
+    valid = frame.iloc[keep].copy()
+    for col in ("note_id", "patient_id"):
+        valid[col] = valid[col].map(_clean_str)
+    valid["note_date"] = valid["note_date"].map(_date_str)
+    valid["note_type"] = valid["note_type"].map(_clean_str)
+    return valid[schema.NOTES.names].reset_index(drop=True), failures
+
+
+def _date_str(value) -> str | None:
+    value = _clean_str(value)
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(value).date().isoformat()
+    except (ValueError, TypeError):
+        return value
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write atomically (temp file + rename), readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_parquet(frame: pd.DataFrame, arrow_schema, path: Path) -> None:
+    import io as _io
+
+    buf = _io.BytesIO()
+    pq.write_table(schema.to_arrow(frame, arrow_schema), buf)
+    write_private(path, buf.getvalue())
+
+
+def write_json(obj: dict, path: Path) -> None:
+    write_private(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8"))

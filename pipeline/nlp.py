@@ -1,0 +1,601 @@
+"""The spaCy pipeline: scispaCy's tokenizer on ``spacy.blank("en")`` plus calcmine's rule components.
+
+Components (all named ``calc_*``, logic in classes, thin typed factories):
+
+- ``calc_sentences``  rule-based sentence boundaries for report text (periods, blank lines, list
+  items, new lines that start a new statement) -- cheap regex over the text, no per-doc objects.
+- ``calc_sections``   section titles (``data/sections.tsv``) at line starts or inline in capitals.
+- ``calc_abbreviations`` scispaCy's AbbreviationDetector, run only on docs with a "(SHORT)" form.
+- ``calc_matcher``    one PhraseMatcher (lower case) for every vocabulary: mentions, vetoes, sites,
+  laterality, ConText triggers, conditions. One pass over the tokens serves every component.
+- ``calc_mentions``   calcification mentions with concept, sites, laterality, assertion, section.
+- ``calc_conditions`` systemic drivers and local tissue damage with assertion.
+- ``calc_labs``       lab values with units (see :mod:`pipeline.labs`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from bisect import bisect_right
+from pathlib import Path
+from typing import Iterable
+
+import numpy
+import spacy
+from spacy.attrs import IDX, SENT_START
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+
+import pipeline.extensions  # noqa: F401  (declares the Doc extensions)
+from pipeline import resources
+from pipeline.context import assess, clean_triggers, section_at
+from pipeline.model import Condition, Match, Mention, Section
+
+PIPELINE_VERSION = "0.1.0"
+
+# ----------------------------------------------------------------------------------------------
+# sentences
+
+_SENT_BREAK = re.compile(
+    r"""
+    (?P<para>\n[ \t]*\n\s*)                      # blank line
+    | (?P<line>\n[ \t]*)(?=\S)                   # new line (judged below)
+    | (?<=[.!?])(?P<stop>[ \t]+)(?=[^\sa-z,;)])  # end of sentence, next starts a new one
+    """,
+    re.VERBOSE,
+)
+_LIST_ITEM = re.compile(r"(?:\d{1,2}[.)]|[-*\u2022])\s")
+_ENDS_STATEMENT = re.compile(r"[.:;!?]\s*$")
+_NUMBER_DOT = re.compile(r"(?:^|\s)\d{1,2}\.$")
+_ABBREV_DOT = re.compile(r"(?:^|[\s(])(?:vs|dr|mr|mrs|ms|st|e\.g|i\.e|approx|no|fig|pt)\.$", re.IGNORECASE)
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character offsets where sentences start (always includes 0)."""
+    starts = [0]
+    for m in _SENT_BREAK.finditer(text):
+        nxt = m.end()
+        if nxt >= len(text):
+            continue
+        if m.group("stop") is not None:
+            before = text[max(0, m.start() - 8) : m.start()]
+            if _NUMBER_DOT.search(before) or _ABBREV_DOT.search(before):
+                continue  # "1. Calcified ..." / "vs. calcified"
+        elif m.group("line") is not None:
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            prev_line = text[line_start : m.start()]
+            rest = text[nxt : nxt + 80]
+            first = rest[:1]
+            if not prev_line.strip():
+                pass
+            elif _ENDS_STATEMENT.search(prev_line) or _LIST_ITEM.match(rest):
+                pass
+            elif first.isupper() or first.isdigit():
+                # a wrapped line of an all-capitals report continues the sentence
+                if not any(c.islower() for c in prev_line) and not any(c.islower() for c in rest[:40]):
+                    if len(prev_line.strip()) > 40:
+                        continue
+            else:
+                continue  # lower-case continuation of a wrapped line
+        starts.append(nxt)
+    return starts
+
+
+class SentenceSplitter:
+    """Sets SENT_START from :func:`sentence_starts`, through one numpy array per doc."""
+
+    def __call__(self, doc: Doc) -> Doc:
+        n = len(doc)
+        if n == 0:
+            return doc
+        idx = doc.to_array(IDX).astype(numpy.int64)
+        flags = numpy.full(n, -1, dtype=numpy.int32)
+        flags[0] = 1
+        for char in sentence_starts(doc.text)[1:]:
+            i = int(numpy.searchsorted(idx, char, side="left"))
+            while i < n and doc[i].is_space:
+                i += 1
+            if i < n:
+                flags[i] = 1
+        doc.from_array([SENT_START], flags.reshape(n, 1).astype(numpy.uint64))
+        return doc
+
+
+@Language.factory("calc_sentences")
+def make_sentences(nlp: Language, name: str) -> SentenceSplitter:
+    return SentenceSplitter()
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+
+
+class SectionDetector:
+    """Finds section titles; ``doc._.calc_sections`` holds them in text order."""
+
+    def __init__(self) -> None:
+        rows = resources.section_rules()
+        self.kinds = {r["title"]: r["kind"] for r in rows}
+        titles = sorted(self.kinds, key=len, reverse=True)
+        alternation = "|".join(re.escape(t).replace(r"\ ", r"[ \t]+") for t in titles)
+        upper = "|".join(re.escape(t.upper()).replace(r"\ ", r"[ \t]+") for t in titles)
+        # at a line start: "TITLE:" or a title alone on its line
+        self.line_re = re.compile(
+            rf"(?im)^[ \t]*(?P<title>{alternation})[ \t]*(?::|(?=\r?\n|$))[ \t]*"
+        )
+        # inline in running text: an upper-case title with a colon ("... disease. IMPRESSION: ...")
+        self.inline_re = re.compile(rf"(?<=[.\s])(?P<title>{upper})[ \t]*:[ \t]*")
+
+    def __call__(self, doc: Doc) -> Doc:
+        text = doc.text
+        found: dict[int, Section] = {}
+        for m in self.line_re.finditer(text):
+            title = m.group("title")
+            found[m.start("title")] = Section(m.start("title"), m.end(), self._kind(title), title)
+        for m in self.inline_re.finditer(text):
+            if m.start("title") not in found:
+                title = m.group("title")
+                found[m.start("title")] = Section(m.start("title"), m.end(), self._kind(title), title)
+        doc._.calc_sections = tuple(found[k] for k in sorted(found))
+        return doc
+
+    def _kind(self, title: str) -> str:
+        return self.kinds[" ".join(title.lower().split())]
+
+
+@Language.factory("calc_sections")
+def make_sections(nlp: Language, name: str) -> SectionDetector:
+    return SectionDetector()
+
+
+# ----------------------------------------------------------------------------------------------
+# abbreviations
+
+_ABBREV_CANDIDATE = re.compile(r"\(\s*[A-Za-z][A-Za-z0-9-]{1,9}\s*\)")
+
+
+class Abbreviations:
+    """scispaCy's AbbreviationDetector, run only where a "(SHORT)" form could be defined.
+
+    The detector builds matchers per call; most notes define no abbreviation, so a regex check
+    first keeps the pipeline at tokenizer speed. Results are stored as character offsets.
+    """
+
+    def __init__(self, nlp: Language) -> None:
+        from scispacy.abbreviation import AbbreviationDetector
+
+        self.detector = AbbreviationDetector(nlp, make_serializable=True)
+
+    def __call__(self, doc: Doc) -> Doc:
+        found: list[tuple[int, int, str]] = []
+        if _ABBREV_CANDIDATE.search(doc.text):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # W036: scispaCy's empty global matcher
+                self.detector(doc)
+            for item in doc._.abbreviations or ():
+                short_start = doc[item["short_start"]].idx
+                short_end = doc[item["short_end"] - 1].idx + len(doc[item["short_end"] - 1])
+                found.append((short_start, short_end, item["long_text"]))
+            doc._.abbreviations = []
+        doc._.calc_abbreviations = tuple(found)
+        return doc
+
+
+@Language.factory("calc_abbreviations")
+def make_abbreviations(nlp: Language, name: str) -> Abbreviations:
+    return Abbreviations(nlp)
+
+
+# ----------------------------------------------------------------------------------------------
+# the shared phrase matcher
+
+
+def filter_longest(matches: Iterable[Match]) -> list[Match]:
+    """Longest matches first, no overlaps; result in text order."""
+    chosen: list[Match] = []
+    taken: set[int] = set()
+    for m in sorted(matches, key=lambda m: (-(m.end - m.start), m.start)):
+        if any(i in taken for i in range(m.start, m.end)):
+            continue
+        chosen.append(m)
+        taken.update(range(m.start, m.end))
+    return sorted(chosen, key=lambda m: m.start)
+
+
+class VocabularyMatcher:
+    """One PhraseMatcher on lower-case text for every vocabulary file.
+
+    ``doc._.calc_matches`` maps a kind (M, V, S, L, C, K) to its matches, longest first
+    without overlaps within the kind.
+    """
+
+    def __init__(self, nlp: Language) -> None:
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        self.labels: dict[int, tuple[str, str, str]] = {}
+        make = nlp.make_doc
+
+        def add(kind: str, a: str, b: str, phrases: Iterable[str]) -> None:
+            key = f"{kind}|{a}|{b}"
+            key_id = nlp.vocab.strings.add(key)
+            self.labels[key_id] = (kind, a, b)
+            self.matcher.add(key, [make(p) for p in phrases])
+
+        for concept, rows in resources.mention_rules().items():
+            by_site: dict[str, list[str]] = {}
+            for r in rows:
+                by_site.setdefault(r["site"], []).append(r["phrase"])
+            for site, phrases in by_site.items():
+                add("M", concept, site, phrases)
+        add("V", "", "", [r["phrase"] for r in resources.mention_vetoes()])
+        by: dict[tuple[str, str], list[str]] = {}
+        for r in resources.site_rules():
+            by.setdefault((r["site"], ""), []).append(r["phrase"])
+        for (site, _), phrases in by.items():
+            add("S", site, "", phrases)
+        by = {}
+        for r in resources.laterality_rules():
+            by.setdefault((r["laterality"], ""), []).append(r["phrase"])
+        for (lat, _), phrases in by.items():
+            add("L", lat, "", phrases)
+        by = {}
+        for r in resources.context_rules():
+            by.setdefault((r["category"], r["direction"]), []).append(r["phrase"])
+        for (cat, direction), phrases in by.items():
+            add("C", cat, direction, phrases)
+        for group, rows in resources.condition_rules().items():
+            by = {}
+            for r in rows:
+                by.setdefault((r["condition"], group), []).append(r["phrase"])
+            for (cond, grp), phrases in by.items():
+                add("K", cond, grp, phrases)
+
+    def __call__(self, doc: Doc) -> Doc:
+        groups: dict[str, list[Match]] = {"M": [], "V": [], "S": [], "L": [], "C": [], "K": []}
+        labels = self.labels
+        for key, start, end in self.matcher(doc):
+            kind, a, b = labels[key]
+            groups[kind].append(Match(start, end, kind, a, b))
+        doc._.calc_matches = {kind: filter_longest(ms) if ms else ms for kind, ms in groups.items()}
+        return doc
+
+
+@Language.factory("calc_matcher")
+def make_matcher(nlp: Language, name: str) -> VocabularyMatcher:
+    return VocabularyMatcher(nlp)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared per-doc geometry
+
+
+class DocView:
+    """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
+
+    __slots__ = ("doc", "sent_starts", "texts", "triggers", "sections")
+
+    def __init__(self, doc: Doc) -> None:
+        self.doc = doc
+        flags = doc.to_array(SENT_START)
+        self.sent_starts = [int(i) for i in numpy.flatnonzero(flags == 1)] or [0]
+        self.texts = [t.lower_ for t in doc]
+        self.triggers = clean_triggers(doc._.calc_matches["C"])
+        self.sections = doc._.calc_sections or ()
+
+    def sentence(self, token: int) -> tuple[int, int]:
+        i = bisect_right(self.sent_starts, token) - 1
+        start = self.sent_starts[max(i, 0)]
+        end = self.sent_starts[i + 1] if i + 1 < len(self.sent_starts) else len(self.doc)
+        return start, end
+
+    def char_bounds(self, start: int, end: int) -> tuple[int, int]:
+        doc = self.doc
+        while end > start + 1 and doc[end - 1].is_space:
+            end -= 1
+        last = doc[end - 1]
+        return doc[start].idx, last.idx + len(last)
+
+    def assertion(self, start: int, end: int):
+        s, e = self.sentence(start)
+        section = section_at(self.sections, self.doc[start].idx)
+        return assess(self.triggers, s, e, start, end, self.texts, section)
+
+
+def view_of(doc: Doc) -> DocView:
+    return DocView(doc)
+
+
+# ----------------------------------------------------------------------------------------------
+# mentions
+
+_STRONG_BREAK = frozenset({";", "but", "however", "which", "while", "although", "whereas", "though"})
+_SOFT_BREAK = frozenset({",", ":", "(", ")", "-"})
+_COORDINATION = frozenset({"and", "or", ",", "the", "both", "/", "&"})
+_SCORE_PHRASES = frozenset(
+    {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring",
+     "coronary artery calcium score", "coronary artery calcium scoring"}
+)
+_SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
+_LYMPH_NODE_SITES = frozenset({"lymph_node"})
+MAX_SITE_COST = 12
+
+
+class MentionFinder:
+    """Calcification mentions: concept, sites, laterality, assertion, section.
+
+    Site linking (the most specific site the sentence supports):
+    1. sites inside the mention phrase ("aortic valve calcification");
+    2. else the cheapest site in the sentence, cost = token distance + 4 per comma/colon crossed,
+       never across a strong break ("but", "which", ";"); at most ``MAX_SITE_COST``;
+    3. sites coordinated with it ("of the aorta and coronary arteries") are added;
+    4. else the phrase's own site ("nephrocalcinosis" -> kidney; "lung?" = only when none linked).
+    Pathology rules: mediastinum beside a node is ``lymph_node``; a granuloma in the hilum or
+    mediastinum is ``lymph_node``.
+    """
+
+    def __init__(self) -> None:
+        self.site_concepts = {r["site"]: r["concept"] for r in resources.site_concept_rules()}
+        self.long_forms: dict[str, tuple[str, str]] = {}
+        for concept, rows in resources.mention_rules().items():
+            for r in rows:
+                if " " in r["phrase"]:
+                    self.long_forms[r["phrase"]] = (concept, r["site"])
+
+    def __call__(self, doc: Doc) -> Doc:
+        matches = doc._.calc_matches
+        candidates = [m for m in matches["M"] if not any(v.start < m.end and m.start < v.end for v in matches["V"])]
+        candidates.extend(self._abbreviation_mentions(doc, matches["M"]))
+        if not candidates:
+            doc._.calc_mentions = ()
+            return doc
+        view = view_of(doc)
+        out = []
+        for m in sorted(candidates, key=lambda m: m.start):
+            out.append(self._mention(view, m, matches["S"], matches["L"]))
+        doc._.calc_mentions = tuple(out)
+        return doc
+
+    def _abbreviation_mentions(self, doc: Doc, existing: list[Match]) -> list[Match]:
+        out = []
+        for short_start, short_end, long_text in doc._.calc_abbreviations or ():
+            key = " ".join(long_text.lower().split())
+            if key not in self.long_forms:
+                continue
+            span = doc.char_span(short_start, short_end, alignment_mode="expand")
+            if span is None or any(e.start <= span.end and span.start <= e.end + 1 for e in existing):
+                continue  # overlaps a mention, or is the "(MAC)" right after its own long form
+            concept, site = self.long_forms[key]
+            out.append(Match(span.start, span.end, "M", concept, site))
+        return out
+
+    def _mention(self, view: DocView, m: Match, sites: list[Match], lats: list[Match]) -> Mention:
+        doc = view.doc
+        s_start, s_end = view.sentence(m.start)
+        concept, phrase_site = m.a, m.b
+        linked = self._link_sites(view, m, [x for x in sites if s_start <= x.start and x.end <= s_end])
+        site_codes = tuple(dict.fromkeys(x.a for x in linked))
+        if "lymph_node" in site_codes:
+            site_codes = tuple(s for s in site_codes if s != "mediastinum")
+        if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
+            site_codes = ("lymph_node",) + site_codes[1:]
+        fixed = phrase_site not in ("-",) and not phrase_site.endswith("?")
+        if fixed and not any(x.start >= m.start and x.end <= m.end for x in linked):
+            site_codes = (phrase_site,)
+        if not site_codes:
+            site_codes = (phrase_site.rstrip("?"),) if phrase_site != "-" else ("unspecified",)
+        if concept == "calcification":
+            for code in site_codes:
+                if code in self.site_concepts:
+                    concept = self.site_concepts[code]
+                    break
+        laterality = self._laterality(view, m, linked, [x for x in lats if s_start <= x.start and x.end <= s_end])
+        start_char, end_char = view.char_bounds(m.start, m.end)
+        assertion = view.assertion(m.start, m.end)
+        status = assertion.status
+        triggers = assertion.triggers
+        phrase = " ".join(view.texts[m.start : m.end])
+        if phrase in _SCORE_PHRASES:
+            score = _SCORE_VALUE.match(doc.text[end_char : end_char + 40])
+            if score and float(score.group(1)) == 0:
+                status, triggers = "negated", triggers + ("negated:calcium score of 0",)
+        sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
+        section = section_at(view.sections, start_char)
+        return Mention(
+            start=start_char,
+            end=end_char,
+            text=doc.text[start_char:end_char],
+            concept=concept,
+            site=site_codes[0],
+            sites=site_codes,
+            laterality=laterality,
+            assertion=status,
+            section=section.kind if section else None,
+            sentence_start=sent_start_char,
+            sentence_end=sent_end_char,
+            triggers=triggers,
+        )
+
+    @staticmethod
+    def _cost(view: DocView, a: int, b: int) -> int | None:
+        """Cost of linking across tokens [a, b); None across a strong break."""
+        cost = b - a
+        for text in view.texts[a:b]:
+            if text in _STRONG_BREAK:
+                return None
+            if text in _SOFT_BREAK:
+                cost += 4
+        return cost
+
+    def _link_sites(self, view: DocView, m: Match, sites: list[Match]) -> list[Match]:
+        inside = [x for x in sites if x.start >= m.start and x.end <= m.end]
+        if inside:
+            return inside + self._coordinated(view, inside[-1], sites, inside)
+        best, best_cost = None, MAX_SITE_COST + 1
+        for x in sites:
+            if x.end <= m.start:
+                cost = self._cost(view, x.end, m.start)
+            elif x.start >= m.end:
+                cost = self._cost(view, m.end, x.start)
+            else:
+                continue
+            if cost is not None and cost < best_cost:
+                best, best_cost = x, cost
+        if best is None:
+            return []
+        return [best] + self._coordinated(view, best, sites, [best])
+
+    @staticmethod
+    def _coordinated(view: DocView, anchor: Match, sites: list[Match], taken: list[Match]) -> list[Match]:
+        """Sites chained to ``anchor`` by "and", "or", commas, "the", laterality words."""
+        chained: list[Match] = []
+        ordered = sorted(sites, key=lambda s: s.start)
+        last = anchor
+        for x in ordered:
+            if x.start < anchor.end or x in taken:
+                continue
+            gap = view.texts[last.end : x.start]
+            if gap and all(t in _COORDINATION or t in ("left", "right", "bilateral") for t in gap) and (
+                "and" in gap or "or" in gap or "," in gap or "/" in gap
+            ):
+                chained.append(x)
+                last = x
+            elif not gap:
+                last = x  # adjacent site words ("hilar lymph nodes") extend the chain
+            else:
+                break
+        return chained
+
+    def _laterality(self, view: DocView, m: Match, linked: list[Match], lats: list[Match]) -> str | None:
+        anchors = [m] + linked
+        best, best_cost = None, 7
+        for lat in lats:
+            for a in anchors:
+                if lat.end <= a.start:
+                    cost = self._cost(view, lat.end, a.start)
+                elif lat.start >= a.end:
+                    cost = self._cost(view, a.end, lat.start)
+                else:
+                    cost = 0
+                if cost is not None and cost < best_cost:
+                    best, best_cost = lat.a, cost
+        return best
+
+
+@Language.factory("calc_mentions")
+def make_mentions(nlp: Language, name: str) -> MentionFinder:
+    return MentionFinder()
+
+
+# ----------------------------------------------------------------------------------------------
+# conditions
+
+_CKD_STAGE = re.compile(r"^[ \t,]*(?:stage[ \t]*)?(?P<stage>[1-5][ab]?d?|v|iv|iii|ii|i)\b", re.IGNORECASE)
+_ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5"}
+
+
+class ConditionFinder:
+    """Conditions of ANNOTATION.md section 5, each with assertion; CKD keeps its stage."""
+
+    def __call__(self, doc: Doc) -> Doc:
+        found = doc._.calc_matches["K"]
+        if not found:
+            doc._.calc_conditions = ()
+            return doc
+        view = view_of(doc)
+        out = []
+        for m in found:
+            start_char, end_char = view.char_bounds(m.start, m.end)
+            detail = None
+            if m.a == "ckd":
+                stage = _CKD_STAGE.match(doc.text[end_char : end_char + 16])
+                if stage:
+                    value = stage.group("stage").lower()
+                    detail = "stage " + _ROMAN.get(value, value).upper()
+            section = section_at(view.sections, start_char)
+            out.append(
+                Condition(
+                    start=start_char,
+                    end=end_char,
+                    text=doc.text[start_char:end_char],
+                    condition=m.a,
+                    group=m.b,
+                    detail=detail,
+                    assertion=view.assertion(m.start, m.end).status,
+                    section=section.kind if section else None,
+                )
+            )
+        doc._.calc_conditions = tuple(out)
+        return doc
+
+
+@Language.factory("calc_conditions")
+def make_conditions(nlp: Language, name: str) -> ConditionFinder:
+    return ConditionFinder()
+
+
+# ----------------------------------------------------------------------------------------------
+# labs
+
+
+class LabFinder:
+    def __init__(self) -> None:
+        from pipeline.labs import LabExtractor
+
+        self.extractor = LabExtractor()
+
+    def __call__(self, doc: Doc) -> Doc:
+        doc._.calc_labs = tuple(self.extractor.extract(doc.text))
+        return doc
+
+
+@Language.factory("calc_labs")
+def make_labs(nlp: Language, name: str) -> LabFinder:
+    return LabFinder()
+
+
+# ----------------------------------------------------------------------------------------------
+# building and loading
+
+COMPONENTS = (
+    "calc_sentences",
+    "calc_sections",
+    "calc_abbreviations",
+    "calc_matcher",
+    "calc_mentions",
+    "calc_conditions",
+    "calc_labs",
+)
+
+
+def build_nlp(base: str | Path | None = None) -> Language:
+    """The calcmine pipeline.
+
+    ``base`` may name an installed scispaCy model (``en_core_sci_sm``) or a saved pipeline folder;
+    its tokenizer and vocabulary are kept and calcmine's components are added (its own
+    parser/NER are disabled: calcmine's rules do not need them). Without ``base``, the pipeline is
+    ``spacy.blank("en")`` with scispaCy's tokenizer. Nothing is downloaded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if base is None:
+            from scispacy.custom_tokenizer import combined_rule_tokenizer
+
+            nlp = spacy.blank("en")
+            nlp.tokenizer = combined_rule_tokenizer(nlp)
+        else:
+            nlp = spacy.load(base, exclude=list(COMPONENTS))
+            for name in list(nlp.pipe_names):
+                nlp.disable_pipe(name)
+    for name in COMPONENTS:
+        nlp.add_pipe(name)
+    nlp.meta["name"] = "calcmine"
+    nlp.meta["version"] = PIPELINE_VERSION
+    return nlp
+
+
+def load_nlp(path: str | Path) -> Language:
+    """Load a pipeline saved with ``nlp.to_disk`` (components are rebuilt from the package data)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return spacy.load(path)

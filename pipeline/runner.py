@@ -1,0 +1,76 @@
+"""One run end to end without Prefect: inputs -> tables -> result folder (used by the flow's tasks)."""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import __version__, schema
+from pipeline.io import write_json, write_parquet, write_private
+from pipeline.process import Tables
+from pipeline.review import review_csv_bytes, review_frame
+
+OUTPUT_FILES = {
+    "mentions": "mentions.parquet",
+    "labs": "labs.parquet",
+    "conditions": "conditions.parquet",
+    "cases": "cases.parquet",
+}
+
+
+def versions() -> dict:
+    import prefect
+    import scispacy
+    import spacy
+
+    return {
+        "calcmine": __version__,
+        "python": platform.python_version(),
+        "spacy": spacy.__version__,
+        "scispacy": scispacy.__version__,
+        "pandas": pd.__version__,
+        "prefect": prefect.__version__,
+    }
+
+
+def write_results(tables: Tables, out: Path, run_info: dict) -> dict:
+    """Write every table, review.csv and run.json into ``out``; returns the run manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, filename in OUTPUT_FILES.items():
+        write_parquet(getattr(tables, name), schema.TABLES[name], out / filename)
+        paths[name] = str(out / filename)
+    write_private(out / "review.csv", review_csv_bytes(review_frame(tables.cases, tables.mentions, tables.labs)))
+    paths["review"] = str(out / "review.csv")
+    manifest = {
+        "calcmine": __version__,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **run_info,
+        "counts": tables.counts,
+        "outputs": paths,
+        "failures": tables.failures.astype(object).where(tables.failures.notna(), None).to_dict("records"),
+        "versions": versions(),
+    }
+    write_json(manifest, out / "run.json")
+    paths["run"] = str(out / "run.json")
+    return manifest
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.marks: dict[str, float] = {}
+        self._last = self.t0
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[name] = round(now - self._last, 3)
+        self._last = now
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self.t0, 3)
