@@ -20,3 +20,33 @@ _EXTENSIONS = {
 for _name, _default in _EXTENSIONS.items():
     if not Doc.has_extension(_name):
         Doc.set_extension(_name, default=_default)
+
+
+# Docs cross process boundaries (nlp.pipe(n_process=...)) through msgpack: teach srsly our records.
+import dataclasses as _dc  # noqa: E402
+
+import srsly  # noqa: E402
+
+from pipeline import model as _model  # noqa: E402
+
+_RECORDS = {cls.__name__: cls for cls in (_model.Section, _model.Match, _model.Mention, _model.Condition, _model.LabValue)}
+_TAG = "__calcmine__"
+
+
+def _encode(obj, chain=None):
+    name = type(obj).__name__
+    if name in _RECORDS and _dc.is_dataclass(obj):
+        return {_TAG: name, "f": [getattr(obj, f.name) for f in _dc.fields(obj)]}
+    return obj if chain is None else chain(obj)
+
+
+def _decode(obj, chain=None):
+    if isinstance(obj, dict) and _TAG in obj:
+        cls = _RECORDS[obj[_TAG]]
+        values = [tuple(v) if isinstance(v, list) else v for v in obj["f"]]
+        return cls(*values)
+    return obj if chain is None else chain(obj)
+
+
+srsly.msgpack_encoders.register("calcmine_records", func=_encode)
+srsly.msgpack_decoders.register("calcmine_records", func=_decode)

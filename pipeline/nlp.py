@@ -352,7 +352,9 @@ class MentionFinder:
         view = view_of(doc)
         out = []
         for m in sorted(candidates, key=lambda m: m.start):
-            out.append(self._mention(view, m, matches["S"], matches["L"]))
+            mention = self._mention(view, m, matches["S"], matches["L"])
+            if mention is not None:
+                out.append(mention)
         doc._.calc_mentions = tuple(out)
         return doc
 
@@ -369,7 +371,7 @@ class MentionFinder:
             out.append(Match(span.start, span.end, "M", concept, site))
         return out
 
-    def _mention(self, view: DocView, m: Match, sites: list[Match], lats: list[Match]) -> Mention:
+    def _mention(self, view: DocView, m: Match, sites: list[Match], lats: list[Match]) -> Mention | None:
         doc = view.doc
         s_start, s_end = view.sentence(m.start)
         concept, phrase_site = m.a, m.b
@@ -397,7 +399,9 @@ class MentionFinder:
         phrase = " ".join(view.texts[m.start : m.end])
         if phrase in _SCORE_PHRASES:
             score = _SCORE_VALUE.match(doc.text[end_char : end_char + 40])
-            if score and float(score.group(1)) == 0:
+            if score is None:
+                return None  # an exam title or "calcium score was obtained": no score, no mention
+            if float(score.group(1)) == 0:
                 status, triggers = "negated", triggers + ("negated:calcium score of 0",)
         sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
         section = section_at(view.sections, start_char)

@@ -52,7 +52,9 @@ def _snippets(case_evidence: str, mentions: pd.DataFrame, limit: int = 3) -> str
             continue
         m = hit.iloc[0]
         sentence = m["sentence"] if len(m["sentence"]) <= 160 else m["sentence"][:157] + "..."
-        out.append(f"[{m['note_id']} {m['section'] or 'no section'}] {sentence}")
+        section = m["section"] if isinstance(m["section"], str) else "no section"
+        date = m["note_date"] if isinstance(m["note_date"], str) else "undated"
+        out.append(f"[{m['note_id']} {date} {section}] {sentence}")
         if len(out) >= limit:
             break
     return " || ".join(out)

@@ -1,0 +1,160 @@
+"""Mentions, sites, laterality, assertion and sections on the language of real reports."""
+
+from __future__ import annotations
+
+import pytest
+
+import pipeline
+
+
+def mentions(nlp, text):
+    return [(m.text.lower(), m.concept, m.sites, m.laterality, m.assertion) for m in nlp(text)._.calc_mentions]
+
+
+@pytest.mark.parametrize(
+    "text, concept, sites, laterality",
+    [
+        ("Calcified granuloma in the right upper lobe.", "calcified_granuloma", ("lung",), "right"),
+        ("Calcified right hilar lymph nodes.", "lymph_node_calcification", ("lymph_node",), "right"),
+        ("Aorta is heavily calcified and tortuous.", "vascular_calcification", ("aorta",), None),
+        ("Atherosclerotic calcifications of the thoracic aorta.", "vascular_calcification", ("aorta",), None),
+        ("Mitral annular calcification.", "valvular_calcification", ("heart_valve",), None),
+        ("Coronary artery calcium score 412.", "coronary_artery_calcification", ("coronary_artery",), None),
+        ("Bilateral medullary nephrocalcinosis.", "nephrocalcinosis", ("kidney",), "bilateral"),
+        ("There is calcification of the aortic valve.", "valvular_calcification", ("heart_valve",), None),
+        ("Calcifications of the aorta and coronary arteries.", "vascular_calcification", ("aorta", "coronary_artery"), None),
+        ("Calcinosis cutis of the fingertips in this patient with CREST syndrome.", "calcinosis_cutis", ("skin",), None),
+    ],
+)
+def test_real_report_mentions(nlp, text, concept, sites, laterality):
+    found = mentions(nlp, text)
+    assert len(found) == 1, found
+    _, c, s, lat, assertion = found[0]
+    assert (c, s, lat, assertion) == (concept, sites, laterality, "present")
+
+
+@pytest.mark.parametrize(
+    "text, assertion",
+    [
+        ("8 mm nodule, not definitively calcified.", "negated"),
+        ("No change in the small calcified granuloma.", "present"),
+        ("Cannot exclude calcification in the left breast.", "possible"),
+        ("Skin biopsy is negative for calciphylaxis.", "negated"),
+        ("Nephrocalcinosis is not seen.", "negated"),
+        ("Renal ultrasound to evaluate for nephrocalcinosis.", "hypothetical"),
+        ("Coronary artery calcium score of 0.", "negated"),
+        ("History of calciphylaxis of the thighs in 2019.", "historical"),
+        ("FAMILY HISTORY: Mother with nephrocalcinosis.", "family"),
+        ("PAST MEDICAL HISTORY:\nCalciphylaxis 2019\nHypertension", "historical"),
+        ("No pleural effusion but there is a calcified granuloma at the left apex.", "present"),
+        ("NO PNEUMOTHORAX. STABLE CALCIFIED GRANULOMA RIGHT LUNG BASE.", "present"),
+    ],
+)
+def test_assertion_of_mentions(nlp, text, assertion):
+    found = mentions(nlp, text)
+    assert [f[4] for f in found] == [assertion], found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No airspace disease, effusion or noncalcified nodule.",
+        "A 6 mm non-calcified nodule in the right lower lobe.",
+        "Calcium carbonate 500 mg twice daily with meals.",
+        "Started on a calcium channel blocker for hypertension.",
+        "Left renal calculus measuring 4 mm without hydronephrosis.",
+        "Ca 11.2, calcitriol 0.25 mcg daily, calcitonin given.",
+        "Fracture of the right calcaneus.",
+    ],
+)
+def test_traps_are_not_mentions(nlp, text):
+    assert mentions(nlp, text) == []
+
+
+def test_abbreviation_defined_then_reused(nlp):
+    found = mentions(nlp, "Moderate mitral annular calcification (MAC). The MAC causes mild stenosis.")
+    assert [f[1] for f in found] == ["valvular_calcification", "valvular_calcification"]
+    assert found[1][0] == "mac"
+
+
+def test_numbered_impression_and_sections(nlp):
+    doc = nlp("FINDINGS: Heart size normal.\nIMPRESSION:\n1. No acute disease.\n2. Calcified granuloma right upper lobe.")
+    (m,) = doc._.calc_mentions
+    assert m.section == "impression" and m.assertion == "present" and m.laterality == "right"
+    assert [s.kind for s in doc._.calc_sections] == ["findings", "impression"]
+
+
+def test_sentences_split_on_periods_lists_and_lines_but_not_decimals(nlp):
+    doc = nlp("Ca 11.2 mg/dL today. Nodes vs. granuloma.\n1. First item\n2. Second item\nwrapped line continues here")
+    sents = [s.text.strip() for s in doc.sents]
+    assert sents[0] == "Ca 11.2 mg/dL today."
+    assert sents[1] == "Nodes vs. granuloma."
+    assert sents[2] == "1. First item"
+    assert sents[3].startswith("2. Second item") and sents[3].endswith("continues here")
+
+
+@pytest.mark.parametrize(
+    "text, target, status",
+    [
+        ("The patient denies chest pain or shortness of breath.", "shortness of breath", "negated"),
+        ("No pneumothorax, pleural effusion, or focal consolidation.", "focal consolidation", "negated"),
+        ("No fever but reports a productive cough.", "productive cough", "present"),
+        ("Pulmonary embolism was ruled out.", "Pulmonary embolism", "negated"),
+        ("CT to rule out appendicitis.", "appendicitis", "hypothetical"),
+        ("Possible early pneumonia in the left base.", "early pneumonia", "possible"),
+        ("His father had a myocardial infarction at 50.", "myocardial infarction", "family"),
+        ("History of deep vein thrombosis in 2015.", "deep vein thrombosis", "historical"),
+        ("No change in the moderate cardiomegaly.", "moderate cardiomegaly", "present"),
+        ("Gram negative rods in the blood culture.", "Gram negative rods", "present"),
+    ],
+)
+def test_assess_assertions_on_any_condition(text, target, status):
+    start = text.index(target)
+    (a,) = pipeline.assess_assertions(text, [(start, start + len(target))])
+    assert a.status == status, a
+    assert a.negated == (status == "negated")
+
+
+def test_assess_assertions_rejects_spans_outside_the_text():
+    with pytest.raises(ValueError):
+        pipeline.assess_assertions("No fever.", [(3, 40)])
+
+
+def test_conditions_with_assertion_and_ckd_stage(nlp):
+    doc = nlp("HPI: 61M with CKD stage IV and secondary hyperparathyroidism. Denies sarcoidosis.")
+    found = {(c.condition, c.detail, c.assertion) for c in doc._.calc_conditions}
+    assert ("ckd", "stage 4", "present") in found
+    assert ("secondary_hyperparathyroidism", None, "present") in found
+    assert ("sarcoidosis", None, "negated") in found
+
+
+def test_saved_pipeline_round_trips(tmp_path, nlp):
+    text = "FINDINGS: Calcified granuloma in the right upper lobe. No nephrocalcinosis. Ca 11.2 mg/dL. ESRD on HD."
+    nlp.to_disk(tmp_path / "calcmine-nlp")
+    loaded = pipeline.load_nlp(tmp_path / "calcmine-nlp")
+    assert loaded.pipe_names == nlp.pipe_names
+    a, b = nlp(text), loaded(text)
+    assert a._.calc_mentions == b._.calc_mentions
+    assert a._.calc_labs == b._.calc_labs
+    assert a._.calc_conditions == b._.calc_conditions
+
+
+def test_base_model_path_keeps_its_tokenizer(tmp_path):
+    """An installed en_core_sci_* model is used as the base when given; tested with a small saved
+    pipeline of our own (no download)."""
+    import spacy
+
+    base = spacy.blank("en")
+    base.add_pipe("sentencizer")
+    base.to_disk(tmp_path / "base")
+    nlp = pipeline.build_nlp(base=tmp_path / "base")
+    assert "calc_mentions" in nlp.pipe_names
+    doc = nlp("Calcified granuloma in the left lower lobe.")
+    assert [m.concept for m in doc._.calc_mentions] == ["calcified_granuloma"]
+
+
+def test_multiprocess_pipe_gives_the_same_results(nlp):
+    texts = ["Calcified granuloma right apex. Ca 10.1.", "No nephrocalcinosis. ESRD on HD.", "MAC (mitral annular calcification)."] * 4
+    single = [list(d._.calc_mentions) for d in nlp.pipe(texts)]
+    multi = [list(d._.calc_mentions) for d in nlp.pipe(texts, n_process=2, batch_size=4)]
+    assert single == multi
