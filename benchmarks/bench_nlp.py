@@ -109,6 +109,18 @@ def _worker(args: tuple[list[str], int]) -> dict:
     return rows(calc_nlp(), texts, offset)
 
 
+def source_fingerprint() -> str:
+    """Hash of calcmine's code and vocabularies, to notice edits made while the benchmark runs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "pipeline").rglob("*")):
+        if f.is_file() and f.suffix in (".py", ".tsv"):
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def sum_counts(parts: list[dict]) -> dict:
     total: dict = {}
     for part in parts:
@@ -167,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import pipeline
     from corpus import make_notes
 
+    fingerprint_start = source_fingerprint()
     t0 = time.perf_counter()
     texts = make_notes(args.notes, seed=SEED)
     warm = make_notes(WARMUP_NOTES, seed=WARMUP_SEED)
@@ -206,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         summ = run_pool(texts, w, args.start_method)
         record("d", f"{w} shards x {w} {args.start_method} workers + doc_rows", time.perf_counter() - t0, summ)
         if summ != single_counts:
-            print(f"  !! parallel counts differ from single process: {summ} vs {single_counts}")
+            why = ("pipeline/ changed during the run" if source_fingerprint() != fingerprint_start
+                   else "results depend on process state?")
+            print(f"  !! parallel counts differ from single process ({why}): {summ} vs {single_counts}")
     except Exception as exc:  # noqa: BLE001 - report, do not crash
         record("d", f"{w} shards x {w} {args.start_method} workers + doc_rows", None,
                error=f"{type(exc).__name__}: {exc}")
@@ -247,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({c.get('notes_with_mentions', 0) / len(texts):.0%}), {c.get('labs', 0):,} labs, "
           f"{c.get('conditions', 0):,} conditions, {c.get('failures', 0)} failures")
 
+    fingerprint_end = source_fingerprint()
+    if fingerprint_end != fingerprint_start:
+        print(f"note: pipeline/ sources changed during the run ({fingerprint_start} -> {fingerprint_end})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "nlp",
@@ -254,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": repeat, "batch_size": BATCH, "warmup_notes": WARMUP_NOTES, "workers": w,
         "start_method": args.start_method, "cores": os.cpu_count(), "python": platform.python_version(),
         "spacy": spacy.__version__, "calcmine": pipeline.__version__, "platform": platform.platform(),
+        "pipeline_sources": {"start": fingerprint_start, "end": fingerprint_end},
         "results": results,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -60,7 +60,7 @@ MEDS = [("calcitriol", "mcg", [0.25, 0.5, 1.0]), ("sevelamer", "mg", [800, 1600,
 FREQ = ["daily", "BID", "TID", "with meals", "qHS", "weekly", "three times weekly after HD", "PRN"]
 STUDIES = ["CT chest without contrast", "CT abdomen and pelvis with contrast", "PA and lateral views of the chest",
            "Renal ultrasound", "Transthoracic echocardiogram", "Bilateral screening mammogram",
-           "MRI of the left thigh", "Radiographs of both hands", "Portable AP chest", "CT coronary calcium scoring"]
+           "MRI of the left thigh", "Radiographs of both hands", "Portable AP chest", "CT of the sinuses"]
 CLINICIANS = ["Dr. [**Name**]", "Dr. XXXX", "[**Last Name (un) 1234**]", "Dr. [**First Name4 (NamePattern1) **]",
               "the nephrology team", "the attending radiologist", "XXXX, MD"]
 PLACES = ["[**Hospital 1**]", "[**Location (un) 2**]", "XXXX clinic", "an outside hospital", "the dialysis unit"]

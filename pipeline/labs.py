@@ -51,10 +51,11 @@ _CONNECTOR_WORDS = frozenset(
     "peaked peak increased decreased rose dropped came back value result measured checked the this "
     "morning am pm serum blood plasma total intact on admission initial initially repeat latest last "
     "recent most recently improved worsened trended trending from a new persistently still "
-    "mildly markedly severely slightly significantly very".split()
+    "mildly markedly severely slightly significantly very normal".split()
 )
 _CONNECTOR_RE = re.compile(r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\))", re.IGNORECASE)
-_FLAG_WORDS = {"elevated": "high", "high": "high", "increased": "high", "low": "low", "decreased": "low"}
+_FLAG_WORDS = {"elevated": "high", "high": "high", "increased": "high", "low": "low", "decreased": "low", "normal": "normal"}
+_COLUMN_RE = re.compile(rf"[ \t]{{2,}}(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*\*)?(?![\d/:-])")
 
 
 def _number(text: str) -> float:
@@ -151,7 +152,7 @@ class LabExtractor:
             pos = c.end()
             if connector_len > 40:
                 return []
-        if m.start() > 0 and re.search(r"\d[ \t]*$", text[max(0, m.start() - 4) : m.start()]):
+        if m.start() > 0 and re.search(r"\d[ \t]*\Z", text[max(0, m.start() - 4) : m.start()]):
             # a name right after a number is a unit of that number ("500 mg"), unless glued to its value
             if not re.match(r"[ \t]*[-:=]", text[m.end() : m.end() + 3]):
                 return []
@@ -194,8 +195,14 @@ class LabExtractor:
                 _flag(flag) or connector_flag, text[m.start() : pos].rstrip(),
             )
         ]
-        # trends and parenthesised earlier values of the same analyte
+        # table columns ("Creatinine   8.9   6.7"), trends and parenthesised earlier values
         while True:
+            col = _COLUMN_RE.match(text, pos)
+            if col:
+                s, e = col.start("cmp") if col.group("cmp") else col.start("num"), col.end("num")
+                values.append(LabValue(s, e, analyte, _number(col.group("num")), unit, col.group("cmp"), text=text[s:e]))
+                pos = col.end()
+                continue
             a = _ARROW_RE.match(text, pos)
             p = _PAREN_RE.match(text, pos)
             if a and not re.match(r"[ \t]*(?:-|–)[ \t]*\d", text[a.end() : a.end() + 6]):
