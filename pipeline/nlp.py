@@ -325,7 +325,8 @@ class MentionFinder:
     """Calcification mentions: concept, sites, laterality, assertion, section.
 
     Site linking (the most specific site the sentence supports):
-    1. sites inside the mention phrase ("aortic valve calcification");
+    0. a phrase that names its site keeps it ("calcific aortic stenosis" -> heart_valve);
+    1. sites inside the mention phrase ("aortic calcification");
     2. else the cheapest site in the sentence, cost = token distance + 4 per comma/colon crossed,
        never across a strong break ("but", "which", ";"); at most ``MAX_SITE_COST``;
     3. sites coordinated with it ("of the aorta and coronary arteries") are added;
@@ -382,8 +383,8 @@ class MentionFinder:
         if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
             site_codes = ("lymph_node",) + site_codes[1:]
         fixed = phrase_site not in ("-",) and not phrase_site.endswith("?")
-        if fixed and not any(x.start >= m.start and x.end <= m.end for x in linked):
-            site_codes = (phrase_site,)
+        if fixed:
+            site_codes = (phrase_site,)  # the phrase names its site ("calcific aortic stenosis")
         if not site_codes:
             site_codes = (phrase_site.rstrip("?"),) if phrase_site != "-" else ("unspecified",)
         if concept == "calcification":
@@ -447,6 +448,12 @@ class MentionFinder:
                 best, best_cost = x, cost
         if best is None:
             return []
+        # adjacent site words name one place by its head noun: "dermal arterioles" -> artery
+        ordered = sorted(sites, key=lambda s: s.start)
+        i = ordered.index(best)
+        while i + 1 < len(ordered) and ordered[i + 1].start == ordered[i].end and ordered[i + 1].start >= m.end:
+            i += 1
+        best = ordered[i]
         return [best] + self._coordinated(view, best, sites, [best])
 
     @staticmethod
