@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: {len(texts):,} notes, {chars / 1e6:.1f} M chars (mean {chars / len(texts):.0f}), "
           f"{len(set(texts)):,} distinct, generated in {gen_s:.1f} s")
     print(f"cores {os.cpu_count()}, python {platform.python_version()}, spaCy {spacy.__version__}, "
-          f"calcmine {pipeline.__version__}, repeat {repeat}, batch_size {BATCH}")
+          f"calcmine {pipeline.__version__}, repeat {repeat}, batch_size {BATCH}, "
+          f"load avg {os.getloadavg()[0]:.2f} at start")
+    load_start = os.getloadavg()
 
     results: list[dict] = []
 
@@ -265,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['key']:<4}{r['name']:<44}{r['notes']:>8}{r['seconds']:>9.2f}{r['notes_per_s']:>10,.0f}"
               f"{r['time_vs_tokenizer']:>7.1f}x{sp:>16}")
     print("-" * len(head))
+    print(f"load avg (1/5/15 min) now {'/'.join(f'{x:.2f}' for x in os.getloadavg())} -- other work on "
+          f"these {os.cpu_count()} cores slows every figure, the parallel ones most")
     print("x tok = wall time / time of a (blank tokenizer); speed-up = time of the 1-process run / this run")
     c = by["c"]["counts"] or {}
     print(f"rows (c): {c.get('mentions', 0):,} mentions in {c.get('notes_with_mentions', 0):,} notes "
@@ -281,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": repeat, "batch_size": BATCH, "warmup_notes": WARMUP_NOTES, "workers": w,
         "start_method": args.start_method, "cores": os.cpu_count(), "python": platform.python_version(),
         "spacy": spacy.__version__, "calcmine": pipeline.__version__, "platform": platform.platform(),
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "pipeline_sources": {"start": fingerprint_start, "end": fingerprint_end},
         "results": results,
     }

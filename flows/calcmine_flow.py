@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-from prefect import flow, get_run_logger, task
+from flows.settings import configure_prefect
 
-from pipeline import io as pio
-from pipeline import schema
-from pipeline.cases import CaseClassifier, EvidenceModel
-from pipeline.process import assemble, extract
-from pipeline.runner import Timer, write_results
+configure_prefect()  # before Prefect is imported: local home, analytics off
+
+import pandas as pd  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from pipeline import io as pio  # noqa: E402
+from pipeline import schema  # noqa: E402
+from pipeline.cases import CaseClassifier, EvidenceModel  # noqa: E402
+from pipeline.process import assemble, extract  # noqa: E402
+from pipeline.runner import Timer, write_results  # noqa: E402
 
 
 @task(retries=2, retry_delay_seconds=1)

@@ -38,3 +38,15 @@ def test_load_task_stages_notes_and_returns_paths_only(tmp_path, root):
     staged = load_notes.fn([str(root / "examples" / "archive" / "clinical.csv")], str(tmp_path), "note_id", "patient_id", "text")
     assert staged["n_notes"] > 0 and staged["notes"].endswith("notes.parquet")
     assert set(staged) == {"notes", "n_notes", "failures", "read"}
+
+
+def test_prefect_is_local_and_analytics_off():
+    import os
+
+    import flows.calcmine_flow  # noqa: F401  (configures Prefect before importing it)
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    assert settings.server.analytics_enabled is False
+    assert os.environ["DO_NOT_TRACK"] == "1"
+    assert settings.home.exists()
