@@ -82,7 +82,7 @@ def assess(
                 continue
             if other.start >= left and other.end <= right:
                 lo, hi = (trigger.end, other.start) if other.start >= trigger.end else (other.end, trigger.start)
-                if any(token_texts[i] in CLAUSE_PUNCT for i in range(lo, hi)):
+                if any(t in CLAUSE_PUNCT for t in token_texts[lo:hi]):
                     return True
         return False
 

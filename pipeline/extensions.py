@@ -9,6 +9,7 @@ from __future__ import annotations
 from spacy.tokens import Doc
 
 _EXTENSIONS = {
+    "calc_text": None,  # doc.text, computed once (spaCy joins every token on each doc.text call)
     "calc_sections": None,  # tuple[Section, ...] in text order
     "calc_matches": None,  # dict[str, list[Match]] from the shared phrase matcher
     "calc_abbreviations": None,  # tuple[(short_start, short_end, long_text), ...]
@@ -22,6 +23,15 @@ for _name, _default in _EXTENSIONS.items():
         Doc.set_extension(_name, default=_default)
 
 
+def text_of(doc: Doc) -> str:
+    """The doc's text, cached by ``calc_sentences`` (``doc.text`` rebuilds it from every token)."""
+    text = doc._.calc_text
+    if text is None:
+        text = doc.text
+        doc._.calc_text = text
+    return text
+
+
 # Docs cross process boundaries (nlp.pipe(n_process=...)) through msgpack: teach srsly our records.
 import dataclasses as _dc  # noqa: E402
 
@@ -29,7 +39,7 @@ import srsly  # noqa: E402
 
 from pipeline import model as _model  # noqa: E402
 
-_RECORDS = {cls.__name__: cls for cls in (_model.Section, _model.Match, _model.Mention, _model.Condition, _model.LabValue)}
+_RECORDS = {cls.__name__: cls for cls in (_model.Section, _model.Mention, _model.Condition, _model.LabValue)}
 _TAG = "__calcmine__"
 
 

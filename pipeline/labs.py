@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from pipeline import resources, vocab
 from pipeline.model import LabValue
+from pipeline.textutil import trie_pattern
 
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+(?:\.\d+)?|\.\d+)"
 _UNITS = (
@@ -58,6 +59,18 @@ _FLAG_WORDS = {"elevated": "high", "high": "high", "increased": "high", "low": "
 _COLUMN_RE = re.compile(rf"[ \t]{{2,}}(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*\*)?(?![\d/:-])")
 
 
+def _windows(matches, size: int, margin: int = 60) -> list[tuple[int, int]]:
+    """Merged character windows around matches."""
+    out: list[list[int]] = []
+    for m in matches:
+        lo, hi = max(0, m.start() - margin), min(size, m.end() + margin)
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
 def _number(text: str) -> float:
     return float(text.replace(",", ""))
 
@@ -76,10 +89,9 @@ class LabExtractor:
     def __init__(self) -> None:
         rows = resources.analyte_rules()
         self.analyte_of = {r["synonym"]: r["analyte"] for r in rows}
-        names = sorted(self.analyte_of, key=len, reverse=True)
-        alternation = "|".join(re.escape(n).replace(r"\ ", r"[ \t]+") for n in names)
+        alternation = trie_pattern(self.analyte_of)
         self.name_re = re.compile(rf"(?<![A-Za-z0-9])(?P<name>{alternation})(?![A-Za-z])", re.IGNORECASE)
-        pair_names = alternation + "|p"
+        pair_names = trie_pattern(list(self.analyte_of) + ["p"])
         self.pair_re = re.compile(
             rf"(?<![A-Za-z0-9])(?P<names>(?:{pair_names})(?:[ \t]*/[ \t]*(?:{pair_names}))+)[ \t]*[:=]?[ \t]*"
             rf"(?P<values>{_NUM}(?:[ \t]*/[ \t]*{_NUM})+)",
@@ -95,21 +107,23 @@ class LabExtractor:
         return self.analyte_of.get(key)
 
     def extract(self, text: str) -> list[LabValue]:
-        if not self.name_re.search(text):
+        names = list(self.name_re.finditer(text))
+        if not names:
             return []
-        vetoed = [(m.start(), m.end()) for v in self.vetoes for m in v.finditer(text)]
-        taken: list[tuple[int, int]] = list(vetoed)
+        taken: list[tuple[int, int]] = []
+        for lo, hi in _windows(names, len(text)):  # vetoes only near analyte names
+            taken.extend((m.start(), m.end()) for v in self.vetoes for m in v.finditer(text, lo, hi))
         out: list[LabValue] = []
 
         def free(a: int, b: int) -> bool:
             return not any(s < b and a < e for s, e in taken)
 
-        for m in self.pair_re.finditer(text):
-            names = self.pair_split.split(m.group("names"))
+        for m in self.pair_re.finditer(text) if "/" in text else ():
+            pair_names = self.pair_split.split(m.group("names"))
             values = self.pair_split.split(m.group("values"))
-            if len(names) != len(values) or not free(m.start(), m.end()):
+            if len(pair_names) != len(values) or not free(m.start(), m.end()):
                 continue
-            analytes = [self._analyte(n) for n in names]
+            analytes = [self._analyte(n) for n in pair_names]
             if None in analytes:
                 continue
             pos = m.start("values")
@@ -119,7 +133,7 @@ class LabExtractor:
                 out.append(LabValue(vstart, pos, analyte, _number(raw), None, text=text[vstart:pos]))
             taken.append((m.start(), m.end()))
 
-        for m in self.name_re.finditer(text):
+        for m in names:
             if not free(m.start(), m.end()):
                 continue
             analyte = self._analyte(m.group("name"))

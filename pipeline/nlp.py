@@ -28,7 +28,9 @@ from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-import pipeline.extensions  # noqa: F401  (declares the Doc extensions)
+from pipeline.extensions import text_of
+from pipeline.textutil import trie_pattern
+from pipeline.tokenizer import TextKeepingTokenizer
 from pipeline import resources
 from pipeline.context import assess, clean_triggers, section_at
 from pipeline.model import Condition, Match, Mention, Section
@@ -40,9 +42,9 @@ PIPELINE_VERSION = "0.1.0"
 
 _SENT_BREAK = re.compile(
     r"""
-    (?P<para>\n[ \t]*\n\s*)                      # blank line
-    | (?P<line>\n[ \t]*)(?=\S)                   # new line (judged below)
-    | (?<=[.!?])(?P<stop>[ \t]+)(?=[^\sa-z,;)])  # end of sentence, next starts a new one
+    \n(?P<para>[ \t]*\n\s*)                    # blank line
+    | \n(?P<line>[ \t]*)(?=\S)                 # new line (judged below)
+    | [.!?](?P<stop>[ \t]+)(?=[^\sa-z,;)])     # end of sentence, next starts a new one
     """,
     re.VERBOSE,
 )
@@ -60,7 +62,7 @@ def sentence_starts(text: str) -> list[int]:
         if nxt >= len(text):
             continue
         if m.group("stop") is not None:
-            before = text[max(0, m.start() - 8) : m.start()]
+            before = text[max(0, m.start() - 7) : m.start() + 1]
             if _NUMBER_DOT.search(before) or _ABBREV_DOT.search(before):
                 continue  # "1. Calcified ..." / "vs. calcified"
         elif m.group("line") is not None:
@@ -93,12 +95,10 @@ class SentenceSplitter:
         idx = doc.to_array(IDX).astype(numpy.int64)
         flags = numpy.full(n, -1, dtype=numpy.int32)
         flags[0] = 1
-        for char in sentence_starts(doc.text)[1:]:
-            i = int(numpy.searchsorted(idx, char, side="left"))
-            while i < n and doc[i].is_space:
-                i += 1
-            if i < n:
-                flags[i] = 1
+        starts = sentence_starts(text_of(doc))
+        if len(starts) > 1:
+            tokens = numpy.searchsorted(idx, numpy.asarray(starts[1:], dtype=numpy.int64), side="left")
+            flags[tokens[tokens < n]] = 1  # each start is a non-space character, so a token starts there
         doc.from_array([SENT_START], flags.reshape(n, 1).astype(numpy.uint64))
         return doc
 
@@ -118,9 +118,8 @@ class SectionDetector:
     def __init__(self) -> None:
         rows = resources.section_rules()
         self.kinds = {r["title"]: r["kind"] for r in rows}
-        titles = sorted(self.kinds, key=len, reverse=True)
-        alternation = "|".join(re.escape(t).replace(r"\ ", r"[ \t]+") for t in titles)
-        upper = "|".join(re.escape(t.upper()).replace(r"\ ", r"[ \t]+") for t in titles)
+        alternation = trie_pattern(self.kinds)
+        upper = trie_pattern([t.upper() for t in self.kinds])
         # at a line start: "TITLE:" or a title alone on its line
         self.line_re = re.compile(
             rf"(?im)^[ \t]*(?P<title>{alternation})[ \t]*(?::|(?=\r?\n|$))[ \t]*"
@@ -129,7 +128,7 @@ class SectionDetector:
         self.inline_re = re.compile(rf"(?<=[.\s])(?P<title>{upper})[ \t]*:[ \t]*")
 
     def __call__(self, doc: Doc) -> Doc:
-        text = doc.text
+        text = text_of(doc)
         found: dict[int, Section] = {}
         for m in self.line_re.finditer(text):
             title = m.group("title")
@@ -142,7 +141,11 @@ class SectionDetector:
         return doc
 
     def _kind(self, title: str) -> str:
-        return self.kinds[" ".join(title.lower().split())]
+        kind = self.kinds.get(title)
+        if kind is None:
+            kind = self.kinds[" ".join(title.lower().split())]
+            self.kinds[title] = kind
+        return kind
 
 
 @Language.factory("calc_sections")
@@ -153,24 +156,30 @@ def make_sections(nlp: Language, name: str) -> SectionDetector:
 # ----------------------------------------------------------------------------------------------
 # abbreviations
 
-_ABBREV_CANDIDATE = re.compile(r"\(\s*[A-Za-z][A-Za-z0-9-]{1,9}\s*\)")
 
 
 class Abbreviations:
-    """scispaCy's AbbreviationDetector, run only where a "(SHORT)" form could be defined.
+    """scispaCy's AbbreviationDetector, run only where a calcification phrase is followed by
+    a "(SHORT)" form ("mitral annular calcification (MAC)").
 
-    The detector builds matchers per call; most notes define no abbreviation, so a regex check
-    first keeps the pipeline at tokenizer speed. Results are stored as character offsets.
+    The detector builds matchers per call and walks every token; a regex check first keeps the
+    pipeline at tokenizer speed. Results are stored as character offsets.
     """
 
     def __init__(self, nlp: Language) -> None:
         from scispacy.abbreviation import AbbreviationDetector
 
         self.detector = AbbreviationDetector(nlp, make_serializable=True)
+        # only long forms calcmine uses (multi-word mention phrases) followed by "(SHORT)"
+        long_forms = [r["phrase"] for rows in resources.mention_rules().values() for r in rows if " " in r["phrase"]]
+        self.candidate = re.compile(
+            rf"(?<![a-z])(?:{trie_pattern(long_forms)})[ \t]*\([ \t]*[A-Za-z][A-Za-z0-9-]{{1,9}}[ \t]*\)", re.IGNORECASE
+        )
 
     def __call__(self, doc: Doc) -> Doc:
         found: list[tuple[int, int, str]] = []
-        if _ABBREV_CANDIDATE.search(doc.text):
+        text = text_of(doc)
+        if "(" in text and self.candidate.search(text):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # W036: scispaCy's empty global matcher
                 self.detector(doc)
@@ -270,16 +279,34 @@ def make_matcher(nlp: Language, name: str) -> VocabularyMatcher:
 # shared per-doc geometry
 
 
-class DocView:
-    """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
+class LowerTexts:
+    """Lower-case token texts on demand: only tokens near a match are ever looked at."""
 
-    __slots__ = ("doc", "sent_starts", "texts", "triggers", "sections")
+    __slots__ = ("doc",)
 
     def __init__(self, doc: Doc) -> None:
         self.doc = doc
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [t.lower_ for t in self.doc[key]]
+        return self.doc[key].lower_
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+
+class DocView:
+    """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
+
+    __slots__ = ("doc", "text", "sent_starts", "texts", "triggers", "sections")
+
+    def __init__(self, doc: Doc) -> None:
+        self.doc = doc
+        self.text = text_of(doc)
         flags = doc.to_array(SENT_START)
         self.sent_starts = [int(i) for i in numpy.flatnonzero(flags == 1)] or [0]
-        self.texts = [t.lower_ for t in doc]
+        self.texts = LowerTexts(doc)
         self.triggers = clean_triggers(doc._.calc_matches["C"])
         self.sections = doc._.calc_sections or ()
 
@@ -399,7 +426,7 @@ class MentionFinder:
         triggers = assertion.triggers
         phrase = " ".join(view.texts[m.start : m.end])
         if phrase in _SCORE_PHRASES:
-            score = _SCORE_VALUE.match(doc.text[end_char : end_char + 40])
+            score = _SCORE_VALUE.match(view.text[end_char : end_char + 40])
             if score is None:
                 return None  # an exam title or "calcium score was obtained": no score, no mention
             if float(score.group(1)) == 0:
@@ -409,7 +436,7 @@ class MentionFinder:
         return Mention(
             start=start_char,
             end=end_char,
-            text=doc.text[start_char:end_char],
+            text=view.text[start_char:end_char],
             concept=concept,
             site=site_codes[0],
             sites=site_codes,
@@ -519,7 +546,7 @@ class ConditionFinder:
             start_char, end_char = view.char_bounds(m.start, m.end)
             detail = None
             if m.a == "ckd":
-                stage = _CKD_STAGE.match(doc.text[end_char : end_char + 16])
+                stage = _CKD_STAGE.match(view.text[end_char : end_char + 16])
                 if stage:
                     value = stage.group("stage").lower()
                     detail = "stage " + _ROMAN.get(value, value).upper()
@@ -528,7 +555,7 @@ class ConditionFinder:
                 Condition(
                     start=start_char,
                     end=end_char,
-                    text=doc.text[start_char:end_char],
+                    text=view.text[start_char:end_char],
                     condition=m.a,
                     group=m.b,
                     detail=detail,
@@ -556,7 +583,7 @@ class LabFinder:
         self.extractor = LabExtractor()
 
     def __call__(self, doc: Doc) -> Doc:
-        doc._.calc_labs = tuple(self.extractor.extract(doc.text))
+        doc._.calc_labs = tuple(self.extractor.extract(text_of(doc)))
         return doc
 
 
@@ -590,14 +617,13 @@ def build_nlp(base: str | Path | None = None) -> Language:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if base is None:
-            from scispacy.custom_tokenizer import combined_rule_tokenizer
-
-            nlp = spacy.blank("en")
-            nlp.tokenizer = combined_rule_tokenizer(nlp)
+            nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "calcmine.scispacy_tokenizer.v1"}}})
         else:
             nlp = spacy.load(base, exclude=list(COMPONENTS))
             for name in list(nlp.pipe_names):
                 nlp.disable_pipe(name)
+            if not isinstance(nlp.tokenizer, TextKeepingTokenizer):
+                nlp.tokenizer = TextKeepingTokenizer(nlp.tokenizer)
     for name in COMPONENTS:
         nlp.add_pipe(name)
     nlp.meta["name"] = "calcmine"

@@ -14,6 +14,7 @@ from spacy.tokens import Doc
 
 from pipeline import labs as labs_mod
 from pipeline import schema
+from pipeline.extensions import text_of
 
 _NOTE_KEYS = ("note_id", "patient_id", "note_date")
 
@@ -31,7 +32,7 @@ class RowSet:
 def doc_rows(doc: Doc, note: dict, out: RowSet) -> None:
     """Append the rows of one processed note to ``out``."""
     key = {k: note.get(k) for k in _NOTE_KEYS}
-    text = doc.text
+    text = text_of(doc)
     for m in doc._.calc_mentions or ():
         out.mentions.append(
             key
