@@ -18,9 +18,9 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipeline import io as pio  # noqa: E402
 from pipeline import schema  # noqa: E402
-from pipeline.cases import CaseClassifier, EvidenceModel  # noqa: E402
 from pipeline.process import assemble, extract  # noqa: E402
 from pipeline.runner import Timer, write_results  # noqa: E402
+from pipeline.train import load_classifier  # noqa: E402
 
 
 @task(retries=2, retry_delay_seconds=1)
@@ -34,20 +34,21 @@ def load_notes(inputs: list[str], work: str, id_col: str, patient_col: str, text
 
 
 @task
-def analyse(staged: dict, out: str, model: str | None, timer_marks: dict) -> dict:
+def analyse(staged: dict, out: str, model: str | None, timer_marks: dict, report: bool = True) -> dict:
     """NLP over the staged notes, assemble and classify, write the result folder."""
     timer = Timer()
     notes = pd.read_parquet(staged["notes"])
     rows = extract(notes)
     rows.failures = staged["failures"] + rows.failures
     timer.mark("nlp")
-    classifier = CaseClassifier(EvidenceModel.load(model)) if model else CaseClassifier()
+    classifier = load_classifier(model)
     tables = assemble(notes, rows, classifier)
     timer.mark("tables_and_cases")
     manifest = write_results(
         tables,
         Path(out),
         {"inputs": staged["read"], "model": classifier.model.version, "timings": timer_marks | timer.marks},
+        notes=notes, report=report,
     )
     Path(staged["notes"]).unlink(missing_ok=True)
     return {"counts": manifest["counts"], "outputs": manifest["outputs"]}
@@ -61,6 +62,7 @@ def calcmine_run(
     id_col: str = "note_id",
     patient_col: str = "patient_id",
     text_col: str = "text",
+    report: bool = True,
 ) -> dict:
     """Process note archives into calcmine's result tables."""
     logger = get_run_logger()
@@ -69,7 +71,7 @@ def calcmine_run(
     staged = load_notes(inputs, str(work), id_col, patient_col, text_col)
     timer.mark("load")
     logger.info("loaded %d notes (%d failed on input)", staged["n_notes"], len(staged["failures"]))
-    result = analyse(staged, out, model, timer.marks)
+    result = analyse(staged, out, model, timer.marks, report)
     logger.info("wrote results to %s", out)
     try:
         work.rmdir()

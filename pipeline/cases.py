@@ -325,10 +325,13 @@ class CaseClassifier:
             ev.append(Evidence(w, text, **m_ptr))
         for e in sys_ev + loc_ev:
             ev.append(e)
-        others = [s for s in scored if s is not lead]
+        if sign == 0:
+            ev.sort(key=lambda e: -abs(e.weight))
+        else:
+            ev.sort(key=lambda e: -(sign * e.weight))
+        # the other present mentions come after the lead mention's own evidence and the patient's
+        others = sorted((s for s in scored if s is not lead), key=lambda s: -(sign * s[0]) if sign else -abs(s[0]))
         for s, m, parts in others:
             mech = "metastatic" if s >= threshold else "dystrophic" if s <= -threshold else "unclear"
             ev.append(Evidence(s, f"also {parts[0][1]} ({mech} pattern, site {m['site']})", m["note_id"], int(m["start"]), int(m["end"]), "mention"))
-        if sign == 0:
-            return sorted(ev, key=lambda e: -abs(e.weight))
-        return sorted(ev, key=lambda e: (-(sign * e.weight)))
+        return ev

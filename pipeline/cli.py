@@ -1,7 +1,9 @@
 """The ``calcmine`` command.
 
-    calcmine run [INPUT ...] [--out DIR] [--model PATH] [--id-col C --patient-col C --text-col C]
-    calcmine evaluate GOLD_DIR_OR_FILE [--split heldout] [--out DIR]
+    calcmine run [INPUT ...] [--out DIR] [--model PATH] [--id-col C --patient-col C --text-col C] [--no-report]
+    calcmine report DIR [--screenshot [--patient ID]]
+    calcmine evaluate [GOLD_DIR_OR_FILE] [--split heldout] [--reviewed REVIEWED.csv] [--out DIR]
+    calcmine train REVIEWED.csv [--run DIR] [--out models] [--name NAME]
     calcmine check-rules
 
 Errors are one line on stderr (what, where, how to fix) and a non-zero exit code; never a
@@ -30,18 +32,32 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="process note archives into result tables")
     run.add_argument("inputs", nargs="*", help="CSV, Parquet, JSONL files or folders (default: examples/archive)")
     run.add_argument("--out", default="results", help="output folder (default: results)")
-    run.add_argument("--model", default=None, help="case classifier: evidence JSON (default: the packaged one)")
+    run.add_argument("--model", default=None, help="case classifier: evidence JSON or a .skops from calcmine train (default: the packaged evidence JSON)")
     run.add_argument("--id-col", default="note_id")
     run.add_argument("--patient-col", default="patient_id")
     run.add_argument("--text-col", default="text")
     run.add_argument("--no-prefect", action="store_true", help="run in-process without the Prefect flow")
+    run.add_argument("--no-report", action="store_true", help="do not write the HTML report (OUT/report/)")
 
     ev = sub.add_parser("evaluate", help="score the pipeline against a hand-written gold set")
-    ev.add_argument("gold", help="a gold folder (mentions/, negation/, labs/, cases/) or one .jsonl file")
+    ev.add_argument("gold", nargs="?", default=None, help="a gold folder (mentions/, negation/, labs/, cases/) or one .jsonl file")
     ev.add_argument("--split", default="heldout", choices=["dev", "heldout", "all"])
     ev.add_argument("--out", default=None, help="write the evaluation (JSON + errors) to this folder")
+    ev.add_argument("--reviewed", default=None, help="a review.csv with reviewer_label filled: agreement of its label with reviewer_label")
+
+    tr = sub.add_parser("train", help="fit a case model on reviewers' labels in a review.csv")
+    tr.add_argument("reviewed", help="review.csv with reviewer_label filled in (empty rows are skipped)")
+    tr.add_argument("--run", default=None, help="the run folder with its tables (default: the CSV's folder)")
+    tr.add_argument("--out", default="models", help="folder for the model and its card (default: models)")
+    tr.add_argument("--name", default=None, help="model name (default: case-model-<data hash>)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)")
 
     sub.add_parser("check-rules", help="load and validate every shipped rule file")
+
+    rp = sub.add_parser("report", help="write the HTML chart-review report of a result folder (DIR/report/)")
+    rp.add_argument("dir", help="a result folder written by calcmine run")
+    rp.add_argument("--screenshot", action="store_true", help="also render it in headless Chromium: report/screenshot*.png")
+    rp.add_argument("--patient", default=None, help="the case page to screenshot (default: the first case)")
     return p
 
 
@@ -95,9 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         inputs = [str(SAMPLE_ARCHIVE)]
     _preflight(inputs, args.id_col, args.patient_col, args.text_col)
     if args.model:
-        from pipeline.cases import EvidenceModel
+        from pipeline.train import load_classifier
 
-        EvidenceModel.load(args.model)
+        load_classifier(args.model)
     started = time.perf_counter()
     if args.no_prefect:
         result = _run_in_process(inputs, args)
@@ -106,17 +122,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         result = calcmine_run(
             inputs=[str(i) for i in inputs], out=args.out, model=args.model,
-            id_col=args.id_col, patient_col=args.patient_col, text_col=args.text_col,
+            id_col=args.id_col, patient_col=args.patient_col, text_col=args.text_col, report=not args.no_report,
         )
     _summary(result, time.perf_counter() - started)
     return 0
 
 
 def _run_in_process(inputs: list[str], args: argparse.Namespace) -> dict:
-    from pipeline.cases import CaseClassifier, EvidenceModel
     from pipeline.io import load_inputs, validate_notes
     from pipeline.process import assemble, extract
     from pipeline.runner import Timer, write_results
+    from pipeline.train import load_classifier
 
     timer = Timer()
     notes, failures, read = load_inputs(inputs, args.id_col, args.patient_col, args.text_col)
@@ -125,10 +141,11 @@ def _run_in_process(inputs: list[str], args: argparse.Namespace) -> dict:
     rows = extract(valid)
     rows.failures = failures + invalid + rows.failures
     timer.mark("nlp")
-    classifier = CaseClassifier(EvidenceModel.load(args.model)) if args.model else CaseClassifier()
+    classifier = load_classifier(args.model)
     tables = assemble(valid, rows, classifier)
     timer.mark("tables_and_cases")
-    manifest = write_results(tables, Path(args.out), {"inputs": read, "model": classifier.model.version, "timings": timer.marks})
+    manifest = write_results(tables, Path(args.out), {"inputs": read, "model": classifier.model.version, "timings": timer.marks},
+                             notes=valid, report=not getattr(args, "no_report", False))
     return {"counts": manifest["counts"], "outputs": manifest["outputs"]}
 
 
@@ -148,14 +165,30 @@ def _summary(result: dict, seconds: float) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import evaluate_path
+    from pipeline.evaluate import Report, evaluate_path
 
-    report = evaluate_path(Path(args.gold), args.split)
+    if not args.gold and not args.reviewed:
+        raise InputError("nothing to evaluate; give a gold folder (e.g. tests/gold) or --reviewed REVIEWED.csv")
+    report = evaluate_path(Path(args.gold), args.split) if args.gold else Report()
+    if args.reviewed:
+        from pipeline.train import evaluate_reviewed
+
+        reviewed = evaluate_reviewed(args.reviewed)
+        report.sections.update(reviewed.sections)
+        report.errors.update(reviewed.errors)
     print(report.text())
     if args.out:
         from pipeline.io import write_json
 
         write_json(report.as_dict(), Path(args.out) / "evaluation.json")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.train import train
+
+    result = train(args.reviewed, run_dir=args.run, out_dir=args.out, name=args.name, seed=args.seed)
+    print(result.summary())
     return 0
 
 
@@ -168,9 +201,21 @@ def cmd_check_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import screenshots, write_report
+
+    index = write_report(Path(args.dir))
+    print(f"calcmine: report written: {index}")
+    if args.screenshot:
+        for shot in screenshots(args.dir, args.patient):
+            print(f"  screenshot {shot}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"run": cmd_run, "evaluate": cmd_evaluate, "check-rules": cmd_check_rules}
+    commands = {"run": cmd_run, "evaluate": cmd_evaluate, "train": cmd_train, "check-rules": cmd_check_rules,
+                "report": cmd_report}
     try:
         return commands[args.command](args)
     except CalcmineError as exc:

@@ -37,13 +37,21 @@ def versions() -> dict:
     }
 
 
-def write_results(tables: Tables, out: Path, run_info: dict) -> dict:
-    """Write every table, review.csv and run.json into ``out``; returns the run manifest."""
+def write_results(tables: Tables, out: Path, run_info: dict, notes: pd.DataFrame | None = None,
+                  report: bool = True) -> dict:
+    """Write every table, review.csv and run.json into ``out``; returns the run manifest.
+
+    ``notes`` (the valid notes, schema NOTES) are kept as notes.parquet so the report can
+    highlight their text; ``report`` writes the HTML chart-review report into ``out/report/``.
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, filename in OUTPUT_FILES.items():
         write_parquet(getattr(tables, name), schema.TABLES[name], out / filename)
         paths[name] = str(out / filename)
+    if notes is not None:
+        write_parquet(notes.assign(source=notes.get("source")), schema.NOTES, out / "notes.parquet")
+        paths["notes"] = str(out / "notes.parquet")
     write_private(out / "review.csv", review_csv_bytes(review_frame(tables.cases, tables.mentions, tables.labs)))
     paths["review"] = str(out / "review.csv")
     manifest = {
@@ -57,6 +65,11 @@ def write_results(tables: Tables, out: Path, run_info: dict) -> dict:
     }
     write_json(manifest, out / "run.json")
     paths["run"] = str(out / "run.json")
+    if report:  # from the folder just written, as `calcmine report` does; then run.json lists it
+        from pipeline.report import write_report
+
+        paths["report"] = str(write_report(out))
+        write_json(manifest, out / "run.json")
     return manifest
 
 
