@@ -38,6 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--text-col", default="text")
     run.add_argument("--no-prefect", action="store_true", help="run in-process without the Prefect flow")
     run.add_argument("--no-report", action="store_true", help="do not write the HTML report (OUT/report/)")
+    run.add_argument("--labs", default=None, help="structured labs (CSV/Parquet: patient_id, analyte, value, unit, taken_at) merged into labs")
+    run.add_argument("--workers", type=int, default=1, help="worker processes for the NLP (default 1)")
+    run.add_argument("--dask", default=None, metavar="ADDRESS", help="run shards on a Dask cluster (scheduler address, or 'local')")
+    run.add_argument("--shard-size", type=int, default=2000, help="notes per shard (default 2000)")
+    run.add_argument("--sql", default=None, metavar="URL", help="also read notes from a database (SQLAlchemy URL), with --query")
+    run.add_argument("--query", default=None, help="SQL query returning note_id, patient_id, text (note_date, note_type optional)")
+
+    sc = sub.add_parser("schedule", help="serve the archive flow on a cron schedule (Prefect's local server)")
+    sc.add_argument("inputs", nargs="*", help="archive files, folders or globs")
+    sc.add_argument("--out", required=True, help="output folder, updated incrementally on each run")
+    sc.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: '0 2 * * *', 02:00 every night)")
+    sc.add_argument("--name", default="calcmine-nightly", help="deployment name")
+    sc.add_argument("--workers", type=int, default=1)
+    sc.add_argument("--model", default=None)
+    sc.add_argument("--labs", default=None)
+    sc.add_argument("--sql", default=None, metavar="URL")
+    sc.add_argument("--query", default=None)
+    sc.add_argument("--dry-run", action="store_true", help="print the deployment and exit without serving")
 
     ev = sub.add_parser("evaluate", help="score the pipeline against a hand-written gold set")
     ev.add_argument("gold", nargs="?", default=None, help="a gold folder (mentions/, negation/, labs/, cases/) or one .jsonl file")
@@ -105,26 +123,61 @@ def _preflight(inputs: list[str], id_col: str, patient_col: str, text_col: str) 
 
 def cmd_run(args: argparse.Namespace) -> int:
     inputs = args.inputs
-    if not inputs:
+    if not inputs and not args.sql:
         if not SAMPLE_ARCHIVE.is_dir():
             raise InputError("no INPUT given and no examples/archive here; run from the calcmine checkout or name your notes")
         inputs = [str(SAMPLE_ARCHIVE)]
-    _preflight(inputs, args.id_col, args.patient_col, args.text_col)
+    _check_run_options(args)
+    _preflight([i for i in inputs if not any(ch in i for ch in "*?[")], args.id_col, args.patient_col, args.text_col)
     if args.model:
         from pipeline.train import load_classifier
 
         load_classifier(args.model)
+    if args.labs:
+        from pipeline.structured import load_structured_labs
+
+        load_structured_labs(args.labs)
     started = time.perf_counter()
     if args.no_prefect:
         result = _run_in_process(inputs, args)
     else:
-        from flows.calcmine_flow import calcmine_run
+        from flows.archive_flow import with_runner
 
-        result = calcmine_run(
-            inputs=[str(i) for i in inputs], out=args.out, model=args.model,
-            id_col=args.id_col, patient_col=args.patient_col, text_col=args.text_col, report=not args.no_report,
+        result = with_runner(args.workers, args.dask)(
+            inputs=[str(i) for i in inputs], out=args.out, workers=args.workers, sql=args.sql, query=args.query,
+            model=args.model, labs=args.labs, shard_size=args.shard_size, report=not args.no_report,
+            id_col=args.id_col, patient_col=args.patient_col, text_col=args.text_col,
         )
     _summary(result, time.perf_counter() - started)
+    return 0
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    if args.sql and not args.query:
+        raise InputError("--sql needs --query 'SELECT note_id, patient_id, text FROM ...'")
+    if getattr(args, "workers", 1) < 1:
+        raise InputError("--workers must be 1 or more")
+    if getattr(args, "shard_size", 1) < 1:
+        raise InputError("--shard-size must be 1 or more")
+    if args.no_prefect and (args.sql or args.dask or args.workers > 1):
+        raise InputError("--sql, --dask and --workers need the Prefect flow; drop --no-prefect")
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    if not args.inputs and not args.sql:
+        raise InputError("schedule needs an archive: files, folders, globs, or --sql URL --query Q")
+    _check_run_options(argparse.Namespace(**vars(args), no_prefect=False, dask=None, shard_size=1))
+    from flows.archive_flow import build_deployment
+
+    deployment = build_deployment(args)
+    schedule = deployment.schedules[0].schedule
+    print(f"calcmine: deployment '{deployment.name}' of flow calcmine-archive, cron '{schedule.cron}', "
+          f"output {args.out}")
+    if args.dry_run:
+        return 0
+    from prefect import serve
+
+    serve(deployment)
     return 0
 
 
@@ -141,8 +194,14 @@ def _run_in_process(inputs: list[str], args: argparse.Namespace) -> dict:
     rows = extract(valid)
     rows.failures = failures + invalid + rows.failures
     timer.mark("nlp")
+    extra_labs = None
+    if getattr(args, "labs", None):
+        from pipeline.structured import load_structured_labs
+
+        extra_labs, problems = load_structured_labs(args.labs)
+        rows.failures.extend(problems)
     classifier = load_classifier(args.model)
-    tables = assemble(valid, rows, classifier)
+    tables = assemble(valid, rows, classifier, extra_labs)
     timer.mark("tables_and_cases")
     manifest = write_results(tables, Path(args.out), {"inputs": read, "model": classifier.model.version, "timings": timer.marks},
                              notes=valid, report=not getattr(args, "no_report", False))
@@ -158,6 +217,10 @@ def _summary(result: dict, seconds: float) -> None:
         f"  cases: {labels}",
         f"  mentions {c['mentions']}, lab values {c['labs']}, conditions {c['conditions']}",
     ]
+    inc = result.get("incremental")
+    if inc:
+        lines.insert(1, f"  this run: {inc['new']} new and {inc['changed']} changed notes processed, "
+                        f"{inc['unchanged']} unchanged skipped, {inc['invalid']} invalid")
     for name, path in result["outputs"].items():
         lines.append(f"  {name:<10} {path}")
     lines.append(f"  took {seconds:.1f} s")
@@ -214,7 +277,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"run": cmd_run, "evaluate": cmd_evaluate, "train": cmd_train, "check-rules": cmd_check_rules,
+    commands = {"run": cmd_run, "schedule": cmd_schedule, "evaluate": cmd_evaluate, "train": cmd_train, "check-rules": cmd_check_rules,
                 "report": cmd_report}
     try:
         return commands[args.command](args)

@@ -12,7 +12,7 @@ import pandas as pd
 from spacy.language import Language
 
 from pipeline import schema
-from pipeline.cases import CaseClassifier, EvidenceModel
+from pipeline.cases import CaseClassifier
 from pipeline.io import validate_notes
 from pipeline.labs import UnitTable
 from pipeline.nlp import build_nlp
@@ -76,5 +76,6 @@ def process(notes: pd.DataFrame, nlp: Language | None = None, model: str | None 
     valid, invalid = validate_notes(notes)
     rows = extract(valid, nlp)
     rows.failures = invalid + rows.failures
-    classifier = CaseClassifier(EvidenceModel.load(model)) if model else None
-    return assemble(valid, rows, classifier)
+    from pipeline.train import load_classifier
+
+    return assemble(valid, rows, load_classifier(model) if model else None)
