@@ -338,11 +338,15 @@ def view_of(doc: Doc) -> DocView:
 
 _STRONG_BREAK = frozenset({";", "but", "however", "which", "while", "although", "whereas", "though"})
 _SOFT_BREAK = frozenset({",", ":", "(", ")", "-"})
-_COORDINATION = frozenset({"and", "or", ",", "the", "both", "/", "&"})
+_COORDINATION = frozenset({
+    "and", "or", ",", "the", "both", "/", "&", "common", "proximal", "distal", "great", "small", "large",
+    "main", "internal", "external", "superficial", "deep", "upper", "lower", "mid",
+})
 _SCORE_PHRASES = frozenset(
     {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring",
      "coronary artery calcium score", "coronary artery calcium scoring"}
 )
+_SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
 _LYMPH_NODE_SITES = frozenset({"lymph_node"})
 MAX_SITE_COST = 12
@@ -379,7 +383,11 @@ class MentionFinder:
             return doc
         view = view_of(doc)
         out = []
+        previous = None
         for m in sorted(candidates, key=lambda m: m.start):
+            if previous is not None and m.start == previous.end + 1 and view.texts[previous.end] == "(":
+                continue  # "mitral annular calcification (MAC)": the definition is part of its long form
+            previous = m
             mention = self._mention(view, m, matches["S"], matches["L"])
             if mention is not None:
                 out.append(mention)
@@ -425,11 +433,11 @@ class MentionFinder:
         status = assertion.status
         triggers = assertion.triggers
         phrase = " ".join(view.texts[m.start : m.end])
-        if phrase in _SCORE_PHRASES:
+        if phrase in _SCORE_PHRASES or phrase in _SCORE_ABBREVIATIONS:
             score = _SCORE_VALUE.match(view.text[end_char : end_char + 40])
-            if score is None:
+            if score is None and phrase in _SCORE_PHRASES:
                 return None  # an exam title or "calcium score was obtained": no score, no mention
-            if float(score.group(1)) == 0:
+            if score is not None and float(score.group(1)) == 0:
                 status, triggers = "negated", triggers + ("negated:calcium score of 0",)
         sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
         section = section_at(view.sections, start_char)
