@@ -55,6 +55,7 @@ _CONNECTOR_WORDS = frozenset(
     "mildly markedly severely slightly significantly very normal".split()
 )
 _CONNECTOR_RE = re.compile(r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\))", re.IGNORECASE)
+_UNIT_LIKE_NAMES = frozenset({"mg"})  # analyte names that are also units of a preceding number
 _FLAG_WORDS = {"elevated": "high", "high": "high", "increased": "high", "low": "low", "decreased": "low", "normal": "normal"}
 _COLUMN_RE = re.compile(rf"[ \t]{{2,}}(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*\*)?(?![\d/:-])")
 
@@ -166,8 +167,8 @@ class LabExtractor:
             pos = c.end()
             if connector_len > 40:
                 return []
-        if m.start() > 0 and re.search(r"\d[ \t]*\Z", text[max(0, m.start() - 4) : m.start()]):
-            # a name right after a number is a unit of that number ("500 mg"), unless glued to its value
+        if m.group("name").lower() in _UNIT_LIKE_NAMES and re.search(r"\d[ \t]*\Z", text[max(0, m.start() - 4) : m.start()]):
+            # "mg" right after a number is that number's unit ("500 mg"), unless glued to its value ("Mg-2.0")
             if not re.match(r"[ \t]*[-:=]", text[m.end() : m.end() + 3]):
                 return []
         unit_before = _UNIT_RE.match(text, pos)
