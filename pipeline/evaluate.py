@@ -79,8 +79,13 @@ def _files(path: Path, kind: str, split: str) -> list[Path]:
     if path.is_file():
         return [path]
     folder = path / kind
-    names = ["dev", "heldout"] if split == "all" else [split]
-    return [folder / f"{n}.jsonl" for n in names if (folder / f"{n}.jsonl").exists()]
+    if not folder.is_dir():
+        return []
+    # "dev" is every development file (dev.jsonl, dev2.jsonl, ...); "heldout" only heldout.jsonl
+    files = sorted(folder.glob("*.jsonl"))
+    if split == "all":
+        return files
+    return [f for f in files if (f.stem.startswith("dev") if split == "dev" else f.stem == split)]
 
 
 def evaluate_mentions(items: list[dict], nlp) -> tuple[dict, list]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def harness():
     from prefect.testing.utilities import prefect_test_harness
 
@@ -16,34 +16,37 @@ def harness():
         yield
 
 
-def test_flow_runs_end_to_end_and_keeps_text_out_of_task_results(harness, tmp_path, root):
-    from flows.calcmine_flow import calcmine_run
+def test_flow_runs_end_to_end_and_keeps_text_out_of_results(harness, tmp_path, root):
+    from flows.archive_flow import with_runner
 
     out = tmp_path / "results"
     src = root / "examples" / "archive" / "radiology.jsonl"
-    result = calcmine_run(inputs=[str(src)], out=str(out))
-    assert result["counts"]["notes_processed"] == len(pd.read_json(src, lines=True))
-    for name in ("mentions", "labs", "conditions", "cases"):
-        assert (out / f"{name}.parquet").exists()
+    result = with_runner(1, None)(inputs=[str(src)], out=str(out))
+    notes = pd.read_json(src, lines=True, dtype=False)
+    assert result["counts"]["notes_processed"] == len(notes)
+    for name in ("mentions", "labs", "conditions", "cases", "notes", "manifest"):
+        assert (out / f"{name}.parquet").exists(), name
+    assert (out / "report" / "index.html").exists() and (out / "review.csv").exists()
     assert json.loads((out / "run.json").read_text())["counts"] == result["counts"]
-    notes = pd.read_json(src, lines=True)
     dumped = json.dumps(result)
     assert not any(t[:40] in dumped for t in notes["text"])
-    assert not (out / ".work").exists()
+    assert not list((out / ".calcmine" / "staging").glob("*"))
 
 
-def test_load_task_stages_notes_and_returns_paths_only(tmp_path, root):
-    from flows.calcmine_flow import load_notes
+def test_plan_task_returns_paths_and_counts_only(tmp_path, root):
+    from flows.archive_flow import plan_shards
 
-    staged = load_notes.fn([str(root / "examples" / "archive" / "clinical.csv")], str(tmp_path), "note_id", "patient_id", "text")
-    assert staged["n_notes"] > 0 and staged["notes"].endswith("notes.parquet")
-    assert set(staged) == {"notes", "n_notes", "failures", "read"}
+    plan = plan_shards.fn([str(root / "examples" / "archive" / "clinical.csv")], str(tmp_path),
+                          {"id": "note_id", "patient": "patient_id", "text": "text"}, 10, None, None)
+    assert set(plan) == {"staged", "counts", "failures", "read", "version"}
+    assert plan["counts"]["new"] == 44 and len(plan["staged"]) == 5
+    assert all(p.endswith(".parquet") for p in plan["staged"])
 
 
 def test_prefect_is_local_and_analytics_off():
     import os
 
-    import flows.calcmine_flow  # noqa: F401  (configures Prefect before importing it)
+    import flows.archive_flow  # noqa: F401  (configures Prefect before importing it)
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
