@@ -640,6 +640,8 @@ class _CaseData:
         else:
             seen: dict = {}
             for r in [*self.mentions, *self.labs, *self.conditions]:
+                if not isinstance(r.note_id, str):
+                    continue  # structured lab rows belong to no note
                 seen.setdefault(r.note_id, {"note_id": r.note_id, "patient_id": pid, "note_date": r.note_date,
                                             "note_type": None, "text": None, "source": None})
             notes = list(seen.values())
@@ -647,7 +649,7 @@ class _CaseData:
         self.dates = {n["note_id"]: n["note_date"] for n in self.notes}
 
     def of_note(self, table: str, note_id: str) -> list:
-        return [r for r in getattr(self, table) if r.note_id == note_id]
+        return [r for r in getattr(self, table) if isinstance(r.note_id, str) and r.note_id == note_id]
 
 
 def _pointer(run: Run, item: dict, data: _CaseData, text: str | None = None) -> str:
@@ -659,7 +661,7 @@ def _pointer(run: Run, item: dict, data: _CaseData, text: str | None = None) -> 
     section = None
     if kind in ("mention", "condition"):
         rows = data.mentions if kind == "mention" else data.conditions
-        hit = next((r for r in rows if r.note_id == nid and r.start == int(start)), None)
+        hit = next((r for r in rows if isinstance(r.note_id, str) and r.note_id == nid and r.start == int(start)), None)
         section = hit.section if hit is not None else None
         text = text or (hit.text if hit is not None else None)
     else:

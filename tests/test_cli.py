@@ -143,3 +143,22 @@ def test_review_csv_is_spreadsheet_safe(tmp_path):
 def test_check_rules_command():
     result = run_cli("check-rules")
     assert result.returncode == 0 and "all valid" in result.stdout
+
+
+def test_structured_labs_are_merged_normalised_and_used(tmp_path):
+    src = write_csv(tmp_path / "notes.csv", [NOTES[0]])  # a calcified granuloma, no labs in the text
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,analyte,value,unit,taken_at\n"
+                    "p1,Calcium,2.6,mmol/L,2024-02-01\np1,PO4,3.9,mg/dL,2024-02-01\np1,sodium,140,mmol/L,2024-02-01\n")
+    out = tmp_path / "out"
+    assert cli.main(["run", str(src), "--labs", str(labs), "--out", str(out), "--no-prefect", "--no-report"]) == 0
+    table = pd.read_parquet(out / "labs.parquet")
+    structured = table[table["source"] == "structured"].set_index("analyte")
+    assert structured.loc["calcium", "value_std"] == pytest.approx(10.42, rel=1e-3)  # 2.6 mmol/L x 4.008
+    assert structured.loc["phosphate", "flag"] == "normal"
+    case = pd.read_parquet(out / "cases.parquet").set_index("patient_id").loc["p1"]
+    assert case["label"] == "dystrophic" and "measured and normal" in case["reasons"]
+    failures = json.loads((out / "run.json").read_text())["failures"]
+    assert len(failures) == 1 and "unknown analyte 'sodium'" in failures[0]["error"]
+    result = run_cli("run", str(src), "--labs", str(tmp_path / "missing.csv"), "--out", str(out), "--no-prefect")
+    assert result.returncode == 2 and "labs file not found" in result.stderr
