@@ -350,6 +350,7 @@ _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alon
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
 _LYMPH_NODE_SITES = frozenset({"lymph_node"})
 MAX_SITE_COST = 12
+_ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
 
 class MentionFinder:
@@ -420,6 +421,8 @@ class MentionFinder:
         fixed = phrase_site not in ("-",) and not phrase_site.endswith("?")
         if fixed:
             site_codes = (phrase_site,)  # the phrase names its site ("calcific aortic stenosis")
+        if not site_codes and not phrase_site.endswith("?"):
+            site_codes = self._heading_site(view, m, sites)
         if not site_codes:
             site_codes = (phrase_site.rstrip("?"),) if phrase_site != "-" else ("unspecified",)
         if concept == "calcification":
@@ -455,6 +458,24 @@ class MentionFinder:
             sentence_end=sent_end_char,
             triggers=triggers,
         )
+
+    @staticmethod
+    def _heading_site(view: DocView, m: Match, sites: list[Match]) -> tuple[str, ...]:
+        """The organ heading of the mention's line or paragraph ("KIDNEYS: punctate calcifications")."""
+        text = view.text
+        start_char = view.doc[m.start].idx
+        line_start = text.rfind("\n", 0, start_char) + 1
+        for _ in range(4):  # this line, or the heading line a few lines up in the same paragraph
+            head = _ORGAN_HEADING.match(text, line_start)
+            if head and head.end() <= start_char:
+                hits = [x for x in sites if line_start <= view.doc[x.start].idx < head.end()]
+                if hits:
+                    return (hits[0].a,)
+                return ()
+            if line_start == 0 or text[max(0, line_start - 2) : line_start] == "\n\n":
+                return ()
+            line_start = text.rfind("\n", 0, line_start - 1) + 1
+        return ()
 
     @staticmethod
     def _cost(view: DocView, a: int, b: int) -> int | None:
