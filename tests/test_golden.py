@@ -48,7 +48,7 @@ def test_sample_case_labels_match_gold(root, sample):
     pred = dict(zip(tables.cases["patient_id"], tables.cases["label"]))
     assert set(pred) == set(gold)
     metrics, errors = ev.case_agreement(gold, pred)
-    assert metrics["accuracy"] >= 0.80, errors
+    assert metrics["accuracy"] >= 0.84, errors
 
 
 def test_sample_mentions_match_gold(root, sample, nlp):
@@ -57,13 +57,13 @@ def test_sample_mentions_match_gold(root, sample, nlp):
     assert metrics["presence per text"]["f1"] >= 0.95, errors[:10]
     assert metrics["mentions (overlap)"]["f1"] >= 0.90, errors[:10]
     assert metrics["assertion accuracy"] >= 0.88, errors[:10]
-    assert metrics["sites"]["f1"] >= 0.70, errors[:10]
+    assert metrics["sites"]["f1"] >= 0.82, errors[:10]
 
 
 def test_sample_labs_match_gold(root, sample, nlp):
     notes, _ = sample
     metrics, errors = ev.evaluate_labs(_gold_items(root, notes, "labs"), nlp)
-    assert metrics["values"]["f1"] >= 0.85, errors[:10]
+    assert metrics["values"]["f1"] >= 0.93, errors[:10]
 
 
 def test_every_case_reason_points_at_evidence(sample):
@@ -92,9 +92,9 @@ def test_gold_set_floors(gold_dir, split):
     report = ev.evaluate_path(gold_dir, split)
     m = report.sections
     mentions = m[f"mentions ({split})"]
-    assert mentions["presence per text"]["f1"] >= 0.95
-    assert mentions["sites"]["f1"] >= 0.75
+    assert mentions["presence per text"]["f1"] >= 0.97
+    assert mentions["sites"]["f1"] >= 0.78
     assert mentions["assertion accuracy"] >= 0.90
-    assert m[f"negation ({split})"]["negation"]["f1"] >= 0.90
-    assert m[f"labs ({split})"]["values"]["f1"] >= 0.80
-    assert m[f"cases ({split})"]["accuracy"] >= 0.80
+    assert m[f"negation ({split})"]["negation"]["f1"] >= 0.93
+    assert m[f"labs ({split})"]["values"]["f1"] >= 0.85
+    assert m[f"cases ({split})"]["accuracy"] >= 0.84
