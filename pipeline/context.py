@@ -40,6 +40,14 @@ def section_at(sections: Sequence[Section], char: int) -> Section | None:
     return sections[i] if i >= 0 else None
 
 
+def _words(token_texts: Sequence[str], start: int, end: int) -> int:
+    """Tokens between ``start`` and ``end`` that hold a letter or digit (placeholders such as
+    "[**2119**]" and punctuation do not stretch a scope)."""
+    if end - start <= 0:
+        return 0
+    return sum(1 for t in token_texts[start:end] if any(ch.isalnum() for ch in t))
+
+
 def clean_triggers(matches: Sequence[Match]) -> list[Match]:
     """Drop triggers overlapped by a pseudo-trigger; keep terminators and asserting triggers."""
     pseudo = [m for m in matches if m.a == "pseudo"]
@@ -92,10 +100,10 @@ def assess(
         direction = trig.b
         applies = False
         if direction in ("forward", "both") and trig.end <= start:
-            if start - trig.end <= MAX_FORWARD and not blocked(trig.end, start, trig):
+            if _words(token_texts, trig.end, start) <= MAX_FORWARD and not blocked(trig.end, start, trig):
                 applies = True
         if not applies and direction in ("backward", "both") and trig.start >= end:
-            if trig.start - end <= MAX_BACKWARD and not blocked(end, trig.start, trig):
+            if _words(token_texts, end, trig.start) <= MAX_BACKWARD and not blocked(end, trig.start, trig):
                 applies = True
         if applies and trig.a not in found:
             found[trig.a] = " ".join(token_texts[trig.start : trig.end]).lower()

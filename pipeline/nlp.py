@@ -336,8 +336,9 @@ def view_of(doc: Doc) -> DocView:
 # ----------------------------------------------------------------------------------------------
 # mentions
 
-_STRONG_BREAK = frozenset({";", "but", "however", "which", "while", "although", "whereas", "though"})
-_SOFT_BREAK = frozenset({",", ":", "(", ")", "-"})
+_STRONG_BREAK = frozenset({";", "but", "however", "while", "although", "whereas", "though"})
+_SOFT_BREAK = frozenset({",", ":"})  # each crossing adds 4 to the linking cost
+_HEAD_NOUN_SITES = {"mediastinum": "lymph_node", "aorta": "heart_valve"}  # adjective site -> the head noun's
 _COORDINATION = frozenset({
     "and", "or", ",", "the", "both", "/", "&", "common", "proximal", "distal", "great", "small", "large",
     "main", "internal", "external", "superficial", "deep", "upper", "lower", "mid",
@@ -349,7 +350,7 @@ _SCORE_PHRASES = frozenset(
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
 _LYMPH_NODE_SITES = frozenset({"lymph_node"})
-MAX_SITE_COST = 12
+MAX_SITE_COST = 14
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
 
@@ -360,7 +361,7 @@ class MentionFinder:
     0. a phrase that names its site keeps it ("calcific aortic stenosis" -> heart_valve);
     1. sites inside the mention phrase ("aortic calcification");
     2. else the cheapest site in the sentence, cost = token distance + 4 per comma/colon crossed,
-       never across a strong break ("but", "which", ";"); at most ``MAX_SITE_COST``;
+       never across a strong break ("but", "however", ";"); at most ``MAX_SITE_COST``;
     3. sites coordinated with it ("of the aorta and coronary arteries") are added;
     4. else the phrase's own site ("nephrocalcinosis" -> kidney; "lung?" = only when none linked).
     Pathology rules: mediastinum beside a node is ``lymph_node``; a granuloma in the hilum or
@@ -413,16 +414,20 @@ class MentionFinder:
         s_start, s_end = view.sentence(m.start)
         concept, phrase_site = m.a, m.b
         linked = self._link_sites(view, m, [x for x in sites if s_start <= x.start and x.end <= s_end])
-        site_codes = tuple(dict.fromkeys(x.a for x in linked))
-        if "lymph_node" in site_codes:
-            site_codes = tuple(s for s in site_codes if s != "mediastinum")
+        weak = bool(linked) and all(x.a.endswith("?") for x in linked)
+        site_codes = tuple(dict.fromkeys(x.a.rstrip("?") for x in linked))
+        for dropped, head in _HEAD_NOUN_SITES.items():  # "hilar and mediastinal nodes" -> lymph_node
+            if head in site_codes:
+                site_codes = tuple(s for s in site_codes if s != dropped)
         if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
             site_codes = ("lymph_node",) + site_codes[1:]
         fixed = phrase_site not in ("-",) and not phrase_site.endswith("?")
         if fixed:
             site_codes = (phrase_site,)  # the phrase names its site ("calcific aortic stenosis")
-        if not site_codes and not phrase_site.endswith("?"):
-            site_codes = self._heading_site(view, m, sites)
+        elif not site_codes or weak:
+            context = self._heading_site(view, m, sites) or self._title_site(view, sites)
+            if context:
+                site_codes = context
         if not site_codes:
             site_codes = (phrase_site.rstrip("?"),) if phrase_site != "-" else ("unspecified",)
         if concept == "calcification":
@@ -465,17 +470,27 @@ class MentionFinder:
         text = view.text
         start_char = view.doc[m.start].idx
         line_start = text.rfind("\n", 0, start_char) + 1
-        for _ in range(4):  # this line, or the heading line a few lines up in the same paragraph
+        for _ in range(4):  # this line, or a heading line a few lines up in the same paragraph
             head = _ORGAN_HEADING.match(text, line_start)
             if head and head.end() <= start_char:
-                hits = [x for x in sites if line_start <= view.doc[x.start].idx < head.end()]
+                hits = [x for x in sites if line_start <= view.doc[x.start].idx < head.end() and not x.a.endswith("?")]
                 if hits:
                     return (hits[0].a,)
-                return ()
             if line_start == 0 or text[max(0, line_start - 2) : line_start] == "\n\n":
                 return ()
             line_start = text.rfind("\n", 0, line_start - 1) + 1
         return ()
+
+    @staticmethod
+    def _title_site(view: DocView, sites: list[Match]) -> tuple[str, ...]:
+        """The organ of a one-organ exam title on the note's first line ("RENAL ULTRASOUND")."""
+        text = view.text
+        first_end = text.find("\n")
+        first_end = len(text) if first_end < 0 else first_end
+        if first_end > 60:
+            return ()
+        hits = {x.a for x in sites if view.doc[x.start].idx < first_end and not x.a.endswith("?")}
+        return (hits.pop(),) if len(hits) == 1 else ()
 
     @staticmethod
     def _cost(view: DocView, a: int, b: int) -> int | None:

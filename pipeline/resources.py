@@ -195,9 +195,7 @@ def mention_vetoes() -> tuple[Row, ...]:
 
 
 def site_rules() -> tuple[Row, ...]:
-    return load_table(
-        "sites.tsv", SITE_COLUMNS, (lowercase("phrase"), code_in("site", vocab.SITES), example_contains("phrase"))
-    )
+    return load_table("sites.tsv", SITE_COLUMNS, (lowercase("phrase"), _mention_site, example_contains("phrase")))
 
 
 def laterality_rules() -> tuple[Row, ...]:

@@ -84,7 +84,7 @@ SITE_ROWS = list(resources.site_rules())
 def test_every_site_example_links_its_site(nlp, rule):
     doc = nlp(rule["example"])
     sites = {s for m in doc._.calc_mentions for s in m.sites}
-    assert rule["site"] in sites, (rule["example"], sites)
+    assert rule["site"].rstrip("?") in sites, (rule["example"], sites)
 
 
 SECTION_ROWS = list(resources.section_rules())
