@@ -25,19 +25,19 @@ from pipeline import resources, vocab
 from pipeline.model import LabValue
 from pipeline.textutil import trie_pattern
 
-_NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+(?:\.\d+)?|\.\d+)"
+_NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?|\.\d+)"  # 1,250 / 3,12 (decimal comma) / 11.2
 _UNITS = (
     r"mg/dl|mg/l|mmol/l|umol/l|µmol/l|μmol/l|micromol/l|pg/ml|pmol/l|ng/ml|ng/l|nmol/l|g/dl|g/l|"
     r"iu/l|u/l|units/l|ml/min/1\.73\s?m2|ml/min/1\.73\s?m\^2|ml/min/1\.73m²|ml/min/1\.73|ml/min|meq/l|mg2/dl2|mg\^2/dl\^2"
 )
 _UNIT_RE = re.compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE)
 _DOSE_RE = re.compile(
-    r"[ \t]*(?:mg|mcg|µg|ug|g|grams?|units?|iu|tabs?|tablets?|caps?|capsules?|meq|ml)\b(?!/)(?![ \t]*[-:=])"
+    r"[ \t]*(?:mg|mcg|µg|ug|g|grams?|units?|iu|tabs?|tablets?|caps?|capsules?|meq|ml)\b(?!/)(?![ \t]*[-:=])(?![ \t]+\d)"
     r"|[ \t]*(?:daily|bid|tid|qid|qd|qhs|weekly|monthly|po|iv|with meals|q\d+h)\b",
     re.IGNORECASE,
 )
 _FLAG_RE = re.compile(
-    r"[ \t]*(?:\((?P<pflag>hh|ll|h|l|high|low|critical|abn|a)\)|(?P<flag>hh|ll|h|l|high|low)\b|(?P<star>\*))",
+    r"[ \t]*(?:\((?P<pflag>hh|ll|h|l|high|low|critical|abn|a)\)|(?P<flag>hh|ll|h|l|high|low)\b|(?P<arrow>[↑↓])|(?P<star>\*))",
     re.IGNORECASE,
 )
 _RANGE_RE = re.compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|normal[ \t:]*)?{_NUM}[ \t]*(?:-|–|to)[ \t]*{_NUM}[ \t]*[\])]?", re.IGNORECASE)
@@ -52,12 +52,32 @@ _CONNECTOR_WORDS = frozenset(
     "peaked peak increased decreased rose dropped came back value result measured checked the this "
     "morning am pm serum blood plasma total intact on admission initial initially repeat latest last "
     "recent most recently improved worsened trended trending from a new persistently still "
-    "mildly markedly severely slightly significantly very normal".split()
+    "mildly markedly severely slightly significantly very normal lvl estimated".split()
 )
 _CONNECTOR_RE = re.compile(r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\))", re.IGNORECASE)
 _UNIT_LIKE_NAMES = frozenset({"mg"})  # analyte names that are also units of a preceding number
 _FLAG_WORDS = {"elevated": "high", "high": "high", "increased": "high", "low": "low", "decreased": "low", "normal": "normal"}
-_COLUMN_RE = re.compile(rf"[ \t]{{2,}}(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*\*)?(?![\d/:-])")
+_REF_HEAD = re.compile(  # a reference range, or a one-sided one with its unit, or a unit, then the value columns
+    rf"[ \t]*(?:{_NUM}[ \t]*[-–][ \t]*{_NUM}[ \t]*(?P<unit>{_UNITS})?"
+    rf"|(?:<=|>=|<|>)[ \t]*{_NUM}[ \t]*(?P<unit2>{_UNITS})"
+    rf"|(?P<unit3>{_UNITS}))"
+    rf"(?=[ \t]{{2,}}(?:<=|>=|<|>)?{_NUM}(?![\d/:-]))",
+    re.IGNORECASE,
+)
+
+
+def _column_flag(cell: str) -> str | None:
+    found = re.search(r"\((hh|ll|h|l)\)|\b(hh|ll|h|l)\b|([↑↓])", cell, re.IGNORECASE)
+    if not found:
+        return None
+    return (found.group(1) or found.group(2) or {"↑": "h", "↓": "l"}[found.group(3)]).lower()
+
+
+_COLUMN_RE = re.compile(
+    rf"[ \t]{{2,}}(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?![\d/:-])"
+    r"(?:[ \t]*(?:\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?",
+    re.IGNORECASE,
+)
 
 
 def _windows(matches, size: int, margin: int = 60) -> list[tuple[int, int]]:
@@ -73,6 +93,9 @@ def _windows(matches, size: int, margin: int = 60) -> list[tuple[int, int]]:
 
 
 def _number(text: str) -> float:
+    """'1,250' -> 1250 (thousands); '3,12' -> 3.12 (a European decimal comma)."""
+    if re.fullmatch(r"\d+,\d{1,2}", text):
+        return float(text.replace(",", "."))
     return float(text.replace(",", ""))
 
 
@@ -167,7 +190,7 @@ class LabExtractor:
             pos = c.end()
             if connector_len > 40:
                 return []
-        if m.group("name").lower() in _UNIT_LIKE_NAMES and re.search(r"\d[ \t]*\Z", text[max(0, m.start() - 4) : m.start()]):
+        if m.group("name").lower() in _UNIT_LIKE_NAMES and re.search(r"\d[ \t]?\Z", text[max(0, m.start() - 4) : m.start()]):
             # "mg" right after a number is that number's unit ("500 mg"), unless glued to its value ("Mg-2.0")
             if not re.match(r"[ \t]*[-:=]", text[m.end() : m.end() + 3]):
                 return []
@@ -176,6 +199,23 @@ class LabExtractor:
         if unit_before:
             unit = unit_before.group("unit")
             pos = unit_before.end()
+        ref = _REF_HEAD.match(text, pos)
+        if ref and ref.group(0).strip():
+            # "CALCIUM   8.7 - 10.4 mg/dL   9.1   9.3": a reference range (and unit) before the values
+            ref_unit = ref.group("unit") or ref.group("unit2") or ref.group("unit3")
+            if ref_unit and unit is None:
+                unit = ref_unit
+            pos = ref.end()
+            first = _COLUMN_RE.match(text, pos)
+            values = []
+            while first:
+                s0 = first.start("cmp") if first.group("cmp") else first.start("num")
+                values.append(LabValue(s0 if values else m.start(), first.end(), analyte, _number(first.group("num")), unit,
+                                       first.group("cmp"), _flag(_column_flag(first.group(0))),
+                                       text[s0 if values else m.start() : first.end()]))
+                pos = first.end()
+                first = _COLUMN_RE.match(text, pos)
+            return values
         gap = re.match(r"[ \t]*(?P<cmp><=|>=|≤|≥|<|>)?[ \t]*", text[pos:])
         comparator = gap.group("cmp") if gap else None
         pos += gap.end() if gap else 0
@@ -196,7 +236,7 @@ class LabExtractor:
             unit, pos = u.group("unit"), u.end()
         f = _FLAG_RE.match(text, pos)
         if f:
-            flag = (f.group("pflag") or f.group("flag") or "").lower() or None
+            flag = (f.group("pflag") or f.group("flag") or {"↑": "h", "↓": "l"}.get(f.group("arrow") or "", "")).lower() or None
             pos = f.end() if f.group("star") is None else pos
         r = _RANGE_RE.match(text, pos)
         if r:
@@ -215,7 +255,8 @@ class LabExtractor:
             col = _COLUMN_RE.match(text, pos)
             if col:
                 s, e = col.start("cmp") if col.group("cmp") else col.start("num"), col.end("num")
-                values.append(LabValue(s, e, analyte, _number(col.group("num")), unit, col.group("cmp"), text=text[s:e]))
+                values.append(LabValue(s, e, analyte, _number(col.group("num")), unit, col.group("cmp"),
+                                       _flag(_column_flag(col.group(0)[e - col.start():])), text=text[s:e]))
                 pos = col.end()
                 continue
             a = _ARROW_RE.match(text, pos)

@@ -37,6 +37,14 @@ def values(x, text):
         ("[**2110-3-4**] 06:15AM BLOOD Calcium-8.9 Phos-4.1 Mg-2.0",
          [("calcium", 8.9, None), ("phosphate", 4.1, None), ("magnesium", 2.0, None)]),
         ("Calcium\n   10.2", [("calcium", 10.2, None)]),
+        ("CALCIUM                  8.7 - 10.4 mg/dL         9.1          9.3",
+         [("calcium", 9.1, "mg/dL"), ("calcium", 9.3, "mg/dL")]),
+        ("GFR ESTIMATED            >=60 mL/min/1.73m2       9 (L)        11 (L)",
+         [("egfr", 9, "mL/min/1.73m2"), ("egfr", 11, "mL/min/1.73m2")]),
+        ("Calcium Lvl              11.2 ↑     10.9 ↑", [("calcium", 11.2, None), ("calcium", 10.9, None)]),
+        ("serum calcium 3,12 mmol/l, creatinine 2,4 mg/dl", [("calcium", 3.12, "mmol/l"), ("creatinine", 2.4, "mg/dl")]),
+        ("Ca 7.6  Mg 1.5  Phos 2.0", [("calcium", 7.6, None), ("magnesium", 1.5, None), ("phosphate", 2.0, None)]),
+        ("K 4.6 BUN 51 Creat 7.4", [("bun", 51, None), ("creatinine", 7.4, None)]),
     ],
 )
 def test_lab_formats(x, text, expected):
@@ -64,6 +72,10 @@ def test_flags_and_comparators(x):
     assert v.flag_written == "high"
     (e,) = x.extract("eGFR <15")
     assert e.comparator == "<"
+    first, second = x.extract("PHOSPHORUS               2.4 - 5.1 mg/dL          6.7 (H)      5.8 (H)")
+    assert (first.flag_written, second.flag_written) == ("high", "high")
+    (arrow,) = x.extract("Phosphorus Lvl 2.3 ↓")
+    assert arrow.flag_written == "low"
 
 
 @pytest.mark.parametrize(
