@@ -106,36 +106,51 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def _records(rows) -> list[dict]:
+    """Rows as dicts, from a DataFrame or a list of dicts."""
+    return rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+
+
+def _group_records(frame: pd.DataFrame, keep_index: bool = False) -> dict[str, list[dict]]:
+    """Rows of ``frame`` as plain dicts grouped by patient (pandas is slow row by row)."""
+    out: dict[str, list[dict]] = {}
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for index, r in zip(frame.index, records):
+        if keep_index:
+            r["_index"] = index
+        out.setdefault(r["patient_id"], []).append(r)
+    return out
+
+
 def lab_summary(labs: pd.DataFrame) -> pd.DataFrame:
     """Per patient: max / latest calcium and corrected calcium, max phosphate, max PTH, min eGFR,
-    max Ca x P, max 25-OH vitamin D, each with the note and offsets it came from."""
-    rows = []
+    max Ca x P, max 25-OH vitamin D, each with the note and offsets it came from (vectorised)."""
     usable = labs[labs["value_std"].notna() & labs["plausible"].fillna(True).astype(bool)]
+    usable = usable.astype({"patient_id": object, "analyte": object, "note_id": object, "note_date": object})
     specs = [
         ("calcium", "max"), ("calcium_corrected", "max"), ("phosphate", "max"), ("pth", "max"),
         ("egfr", "min"), ("calcium_phosphate_product", "max"), ("vitamin_d_25oh", "max"),
         ("calcium", "latest"), ("calcium_corrected", "latest"),
     ]
-    for patient_id, group in usable.groupby("patient_id", sort=True):
-        row: dict = {"patient_id": patient_id}
-        for analyte, how in specs:
-            sub = group[group["analyte"] == analyte]
-            if sub.empty:
-                continue
-            if how == "max":
-                pick = sub.loc[sub["value_std"].idxmax()]
-            elif how == "min":
-                pick = sub.loc[sub["value_std"].idxmin()]
-            else:
-                dated = sub.sort_values(["note_date", "start"], na_position="first", kind="stable")
-                pick = dated.iloc[-1]
-            prefix = f"{how}_{analyte}"
-            row[prefix] = float(pick["value_std"])
-            row[prefix + "_note"] = pick["note_id"]
-            row[prefix + "_start"] = int(pick["start"]) if pd.notna(pick["start"]) else None
-            row[prefix + "_end"] = int(pick["end"]) if pd.notna(pick["end"]) else None
-        rows.append(row)
-    return pd.DataFrame(rows)
+    columns: dict[str, pd.Series] = {}
+    for analyte, how in specs:
+        sub = usable[usable["analyte"] == analyte]
+        if sub.empty:
+            continue
+        if how == "latest":
+            pick = sub.sort_values(["note_date", "start"], na_position="first", kind="stable").groupby("patient_id").tail(1)
+        else:
+            order = sub.sort_values("value_std", ascending=(how == "min"), kind="stable")
+            pick = order.groupby("patient_id").head(1)
+        pick = pick.set_index("patient_id")
+        prefix = f"{how}_{analyte}"
+        columns[prefix] = pick["value_std"].astype(float)
+        columns[prefix + "_note"] = pick["note_id"]
+        columns[prefix + "_start"] = pick["start"].astype("Int64")
+        columns[prefix + "_end"] = pick["end"].astype("Int64")
+    if not columns:
+        return pd.DataFrame(columns=["patient_id"])
+    return pd.DataFrame(columns).rename_axis("patient_id").reset_index()
 
 
 class CaseClassifier:
@@ -198,11 +213,12 @@ class CaseClassifier:
         allowed = set(d.get("condition_assertions", ["present", "historical"]))
         seen: set[str] = set()
         ev = []
-        for row in conditions.itertuples(index=False):
-            if row.assertion not in allowed:
+        for row in _records(conditions):
+            if row["assertion"] not in allowed:
                 continue
-            key = row.condition
-            if key == "ckd" and isinstance(row.detail, str) and re.search(r"[45]", row.detail):
+            key = row["condition"]
+            detail = row["detail"] if isinstance(row["detail"], str) else None
+            if key == "ckd" and detail and re.search(r"[45]", detail):
                 key = "ckd_advanced"
             if key not in weights or key in seen:
                 continue
@@ -210,8 +226,8 @@ class CaseClassifier:
             if (w > 0) != positive:
                 continue
             seen.add(key)
-            why = weights[key]["why"] + (f" ({row.detail})" if isinstance(row.detail, str) and row.detail else "")
-            ev.append(Evidence(w, why, row.note_id, int(row.start), int(row.end), "condition"))
+            why = weights[key]["why"] + (f" ({detail})" if detail else "")
+            ev.append(Evidence(w, why, row["note_id"], int(row["start"]), int(row["end"]), "condition"))
         return ev
 
     # -- mentions -------------------------------------------------------------------------------
@@ -249,38 +265,48 @@ class CaseClassifier:
         threshold = float(self.model.data["mechanism_threshold"])
         cap = float(self.model.data["systemic"].get("cap", 6.0))
         local_cap = float(self.model.data.get("local_cap", -4.0))
-        summary = lab_summary(labs).set_index("patient_id") if len(labs) else pd.DataFrame()
+        summary = lab_summary(labs) if len(labs) else pd.DataFrame(columns=["patient_id"])
+        summaries = {
+            r["patient_id"]: {k: (int(v) if k.endswith(("_start", "_end")) else v) for k, v in r.items()
+                              if k != "patient_id" and v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA}
+            for r in summary.astype(object).to_dict("records")
+        }
         mechanism = pd.Series("", index=mentions.index, dtype="string")
         notes_per = notes.groupby("patient_id")["note_id"].nunique()
         rows = []
+        by_patient_m = _group_records(mentions, keep_index=True)
+        by_patient_c = _group_records(conditions)
+        mechanisms: dict = {}
         for pid in patient_ids:
-            pm = mentions[mentions["patient_id"] == pid]
-            pc = conditions[conditions["patient_id"] == pid]
-            summ = summary.loc[pid].dropna().to_dict() if pid in summary.index else {}
+            pm = by_patient_m.get(pid, [])
+            pc = by_patient_c.get(pid, [])
+            summ = summaries.get(pid, {})
             sys_ev = self.systemic_evidence(summ, pc, ranges)
             loc_ev = self.local_evidence(pc)
             systemic = max(min(sum(e.weight for e in sys_ev), cap), -cap)
             local = max(sum(e.weight for e in loc_ev), local_cap)
-            present = pm[pm["assertion"] == "present"]
-            scored: list[tuple[float, pd.Series, list]] = []
-            for idx, m in present.iterrows():
+            scored: list[tuple[float, dict, list]] = []
+            for m in pm:
+                if m["assertion"] != "present":
+                    continue
                 score, parts = self.mention_score(m["concept"], m["site"], m["sentence"], systemic, local)
-                mech = "metastatic" if score >= threshold else "dystrophic" if score <= -threshold else "unclear"
-                mechanism.loc[idx] = mech
+                mechanisms[m["_index"]] = "metastatic" if score >= threshold else "dystrophic" if score <= -threshold else "unclear"
                 scored.append((score, m, parts))
             rows.append(self._case_row(pid, int(notes_per.get(pid, 0)), len(pm), scored, sys_ev, loc_ev, threshold, pm))
         cases = pd.DataFrame(rows, columns=schema.CASES.names)
+        if mechanisms:
+            mechanism.loc[list(mechanisms)] = list(mechanisms.values())
         return schema.conform(cases, schema.CASES), mechanism
 
     def _case_row(self, pid, n_notes, n_mentions, scored, sys_ev, loc_ev, threshold, pm) -> dict:
         base = {"patient_id": pid, "n_notes": n_notes, "n_mentions": n_mentions, "n_present": len(scored),
                 "model": self.model.version}
         if not scored:
-            doubtful = pm[pm["assertion"].isin(["possible", "hypothetical"])]
-            conf = 0.7 if len(doubtful) else 0.95
+            doubtful = [m for m in pm if m["assertion"] in ("possible", "hypothetical")]
+            conf = 0.7 if doubtful else 0.95
             reasons = ["no calcification mention asserted as present"]
             ev = []
-            for _, m in pm.head(3).iterrows():
+            for m in pm[:3]:
                 reasons.append(f"'{m['concept']}' {m['assertion']}")
                 ev.append(Evidence(0.0, f"{m['concept']} {m['assertion']}", m["note_id"], int(m["start"]), int(m["end"]), "mention"))
             return base | {"label": "no_calcification", "confidence": conf, "score": 0.0,

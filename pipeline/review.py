@@ -29,28 +29,40 @@ def safe_cell(value) -> str:
     return text
 
 
-def _key_labs(labs: pd.DataFrame) -> str:
+def _key_lab_picks(labs: pd.DataFrame) -> dict[str, list[dict]]:
+    """Per patient, for each key analyte, the max (min for eGFR) value with its date and note."""
+    usable = labs[labs["analyte"].isin(KEY_ANALYTES) & labs["value_std"].notna()].astype(
+        {"patient_id": object, "analyte": object, "note_id": object, "note_date": object, "flag": object, "unit_std": object})
+    if usable.empty:
+        return {}
+    usable = usable.assign(_key=usable["value_std"].where(usable["analyte"] != "egfr", -usable["value_std"]))
+    picks = usable.sort_values("_key", ascending=False, kind="stable").drop_duplicates(["patient_id", "analyte"])
+    order = {a: i for i, a in enumerate(KEY_ANALYTES)}
+    picks = picks.assign(_order=picks["analyte"].map(order)).sort_values(["patient_id", "_order"], kind="stable")
+    out: dict[str, list[dict]] = {}
+    for r in picks.to_dict("records"):
+        out.setdefault(r["patient_id"], []).append(r)
+    return out
+
+
+def _key_labs(picks: list[dict]) -> str:
     parts = []
-    for analyte in KEY_ANALYTES:
-        sub = labs[(labs["analyte"] == analyte) & labs["value_std"].notna()]
-        if sub.empty:
-            continue
-        pick = sub.loc[sub["value_std"].idxmin()] if analyte == "egfr" else sub.loc[sub["value_std"].idxmax()]
+    for pick in picks:
         date = pick["note_date"] if isinstance(pick["note_date"], str) else "undated"
         flag = f" {pick['flag']}" if isinstance(pick["flag"], str) and pick["flag"] != "normal" else ""
-        parts.append(f"{analyte} {pick['value_std']:g} {pick['unit_std']}{flag} ({date}, {pick['note_id']})")
+        source = pick["note_id"] if isinstance(pick["note_id"], str) else "structured"
+        parts.append(f"{pick['analyte']} {pick['value_std']:g} {pick['unit_std']}{flag} ({date}, {source})")
     return "; ".join(parts)
 
 
-def _snippets(case_evidence: str, mentions: pd.DataFrame, limit: int = 3) -> str:
+def _snippets(case_evidence: str, by_position: dict, limit: int = 3) -> str:
     out = []
     for item in json.loads(case_evidence or "[]"):
         if item.get("kind") != "mention":
             continue
-        hit = mentions[(mentions["note_id"] == item["note_id"]) & (mentions["start"] == item["start"])]
-        if hit.empty:
+        m = by_position.get((item["note_id"], item["start"]))
+        if m is None:
             continue
-        m = hit.iloc[0]
         sentence = m["sentence"] if len(m["sentence"]) <= 160 else m["sentence"][:157] + "..."
         section = m["section"] if isinstance(m["section"], str) else "no section"
         date = m["note_date"] if isinstance(m["note_date"], str) else "undated"
@@ -62,17 +74,19 @@ def _snippets(case_evidence: str, mentions: pd.DataFrame, limit: int = 3) -> str
 
 def review_frame(cases: pd.DataFrame, mentions: pd.DataFrame, labs: pd.DataFrame) -> pd.DataFrame:
     rows = []
+    cols = ["note_id", "start", "sentence", "section", "note_date"]
+    records = mentions[cols].astype(object).where(mentions[cols].notna(), None).to_dict("records")
+    by_position = {(r["note_id"], int(r["start"])): r for r in records}
+    key_labs = _key_lab_picks(labs)
     for case in cases.itertuples(index=False):
-        pm = mentions[mentions["patient_id"] == case.patient_id]
-        pl = labs[labs["patient_id"] == case.patient_id]
         rows.append(
             {
                 "patient_id": case.patient_id,
                 "label": case.label,
                 "confidence": f"{case.confidence:.2f}",
                 "reasons": " | ".join(case.reasons.split(" | ")[:4]),
-                "key_labs": _key_labs(pl),
-                "evidence": _snippets(case.evidence, pm),
+                "key_labs": _key_labs(key_labs.get(case.patient_id, [])),
+                "evidence": _snippets(case.evidence, by_position),
                 "n_notes": case.n_notes,
                 "n_mentions": case.n_mentions,
                 "reviewer_label": "",
