@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.errors import InputError
-from pipeline.io import REQUIRED, OPTIONAL, _read_txt_notes, _rename, validate_notes, write_parquet
+from pipeline.io import _read_txt_notes, _rename, read_chunks, validate_notes, write_parquet
 
 STATE = ".calcmine"
 DEFAULT_SHARD_SIZE = 2000
@@ -121,39 +121,6 @@ def discover(inputs: list[str], sql: str | None = None, query: str | None = None
     return sources
 
 
-def _chunks_of_file(path: Path, chunk: int) -> Iterator[pd.DataFrame]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            yield from pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8", chunksize=chunk)
-        elif suffix in (".parquet", ".pq"):
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
-                yield batch.to_pandas()
-        elif suffix in (".jsonl", ".ndjson"):
-            records = []
-            with path.open("r", encoding="utf-8") as fh:
-                for number, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise InputError(f"{path}:{number}: not a JSON object; each line must be one JSON object") from None
-                    if len(records) >= chunk:
-                        yield pd.DataFrame.from_records(records)
-                        records = []
-            if records:
-                yield pd.DataFrame.from_records(records)
-        else:
-            raise InputError(f"{path}: unsupported file type '{suffix}'; use .csv, .parquet, .jsonl or .txt")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); re-save the file as UTF-8") from None
-    except InputError:
-        raise
-    except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot be read ({type(exc).__name__}); check the file is complete and in its format") from None
-
-
 def iter_notes(sources: list[Source], columns: dict, chunk: int, failures: list[dict]) -> Iterator[pd.DataFrame]:
     """Batches of raw notes (columns note_id, patient_id, text, note_date, note_type, source).
 
@@ -171,7 +138,7 @@ def iter_notes(sources: list[Source], columns: dict, chunk: int, failures: list[
             if f.suffix.lower() == ".txt" or f.suffix.lower() not in (".csv", ".parquet", ".pq", ".jsonl", ".ndjson"):
                 continue
             try:
-                for frame in _chunks_of_file(f, chunk):
+                for frame in read_chunks(f, chunk):
                     frame = _rename(frame, str(f), id_col, patient_col, text_col)
                     frame["source"] = str(f)
                     yield frame

@@ -13,9 +13,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema
@@ -40,39 +41,47 @@ def _rename(frame: pd.DataFrame, where: str, id_col: str, patient_col: str, text
     return frame[list(REQUIRED) + list(OPTIONAL)]
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_chunks(path: Path, chunk: int = 100_000) -> Iterator[pd.DataFrame]:
+    """A CSV, Parquet or JSONL file as DataFrames of at most ``chunk`` rows (strings kept as text)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(path).to_pandas()
-        if suffix in (".jsonl", ".ndjson"):
-            return _read_jsonl(path)
+            yield from pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8", chunksize=chunk)
+        elif suffix in (".parquet", ".pq"):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
+                yield batch.to_pandas()
+        elif suffix in (".jsonl", ".ndjson"):
+            records: list[dict] = []
+            with path.open("r", encoding="utf-8") as fh:
+                for number, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError:
+                        item = None
+                    if not isinstance(item, dict):
+                        raise InputError(f"{path}:{number}: not a JSON object; each line must be one JSON object")
+                    records.append(item)
+                    if len(records) >= chunk:
+                        yield pd.DataFrame.from_records(records)
+                        records = []
+            if records:
+                yield pd.DataFrame.from_records(records)
+        else:
+            raise InputError(f"{path}: unsupported file type '{suffix}'; use .csv, .parquet, .jsonl or a folder of .txt notes")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); re-save the file as UTF-8") from None
     except InputError:
         raise
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+    except (ValueError, OSError, pd.errors.ParserError, pa.ArrowException) as exc:
         kind = {"csv": "CSV", "parquet": "Parquet", "pq": "Parquet"}.get(suffix.lstrip("."), "JSONL")
         raise InputError(f"{path}: cannot be read as {kind} ({type(exc).__name__}); check the file is complete and in that format") from None
-    raise InputError(f"{path}: unsupported file type '{suffix}'; use .csv, .parquet, .jsonl or a folder of .txt notes")
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    records = []
-    with path.open("r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{path}:{number}: not a JSON object; each line must be one JSON object") from None
-            if not isinstance(item, dict):
-                raise InputError(f"{path}:{number}: not a JSON object; each line must be one JSON object")
-            records.append(item)
-    return pd.DataFrame.from_records(records)
+def _read_table(path: Path) -> pd.DataFrame:
+    frames = list(read_chunks(path))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _read_txt_notes(root: Path, files: list[Path], failures: list[dict]) -> pd.DataFrame:
