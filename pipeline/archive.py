@@ -387,11 +387,11 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
     t = Timer()
     store, frames = gather(out, version)
     notes = frames["notes"]
-    rows = RowSet(
-        mentions=frames["mentions"].to_dict("records"),
-        labs=frames["labs"].to_dict("records"),
-        conditions=frames["conditions"].to_dict("records"),
-        failures=plan["failures"] + frames["failures"].to_dict("records"),
+    rows = RowSet(  # DataFrames straight from the shards: assemble takes them as they are
+        mentions=frames["mentions"],
+        labs=frames["labs"],
+        conditions=frames["conditions"],
+        failures=plan["failures"] + frames["failures"].astype(object).where(frames["failures"].notna(), None).to_dict("records"),
     )
     rows.notes_done = int(len(notes))
     rows.notes_with_mentions = int(frames["mentions"]["note_id"].nunique()) if len(frames["mentions"]) else 0

@@ -42,12 +42,17 @@ def extract(notes: pd.DataFrame, nlp: Language | None = None) -> RowSet:
     return run_nlp(nlp or default_nlp(), notes)
 
 
+def _frame(rows, columns) -> pd.DataFrame:
+    """Rows as a DataFrame: lists of dicts from the NLP, or DataFrames read back from shards."""
+    return rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=columns)
+
+
 def assemble(notes: pd.DataFrame, rows: RowSet, classifier: CaseClassifier | None = None,
              extra_labs: pd.DataFrame | None = None) -> Tables:
     """Rows -> normalised tables -> classified cases."""
     units = UnitTable()
-    mentions = schema.conform(pd.DataFrame(rows.mentions, columns=schema.MENTIONS.names), schema.MENTIONS)
-    conditions = schema.conform(pd.DataFrame(rows.conditions, columns=schema.CONDITIONS.names), schema.CONDITIONS)
+    mentions = schema.conform(_frame(rows.mentions, schema.MENTIONS.names), schema.MENTIONS)
+    conditions = schema.conform(_frame(rows.conditions, schema.CONDITIONS.names), schema.CONDITIONS)
     labs = normalise_labs(rows.labs, units)
     if extra_labs is not None and len(extra_labs):
         labs = schema.conform(pd.concat([labs, extra_labs], ignore_index=True), schema.LABS)

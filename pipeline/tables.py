@@ -85,10 +85,11 @@ def run_nlp(nlp: Language, notes: pd.DataFrame, batch_size: int = 64) -> RowSet:
     return out
 
 
-def normalise_labs(rows: Iterable[dict], units: labs_mod.UnitTable | None = None) -> pd.DataFrame:
+def normalise_labs(rows: Iterable[dict] | pd.DataFrame, units: labs_mod.UnitTable | None = None) -> pd.DataFrame:
     """Labs table: standard units, plausibility, flags; plus derived corrected calcium and Ca x P."""
     units = units or labs_mod.UnitTable()
-    frame = pd.DataFrame(list(rows), columns=[c for c in schema.LABS.names if c not in ("value_std", "unit_std", "unit_inferred", "plausible")])
+    columns = [c for c in schema.LABS.names if c not in ("value_std", "unit_std", "unit_inferred", "plausible")]
+    frame = rows[columns].copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
     if frame.empty:
         return schema.empty(schema.LABS)
     std, unit_std, inferred, plausible, flags = [], [], [], [], []
