@@ -344,7 +344,7 @@ _COORDINATION = frozenset({
     "main", "internal", "external", "superficial", "deep", "upper", "lower", "mid",
 })
 _SCORE_PHRASES = frozenset(
-    {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring",
+    {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring", "coronary calcium",
      "coronary artery calcium score", "coronary artery calcium scoring"}
 )
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
