@@ -79,7 +79,8 @@ def read_chunks(path: Path, chunk: int = 100_000) -> Iterator[pd.DataFrame]:
         raise InputError(f"{path}: cannot be read as {kind} ({type(exc).__name__}); check the file is complete and in that format") from None
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
+    """A whole CSV, Parquet or JSONL file (see :func:`read_chunks`)."""
     frames = list(read_chunks(path))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -121,7 +122,7 @@ def load_inputs(
                 raise InputError(f"{path}: folder holds no .csv, .parquet, .jsonl or .txt notes; point calcmine at your notes")
             for f in tables:
                 try:
-                    frame = _rename(_read_table(f), str(f), id_col, patient_col, text_col)
+                    frame = _rename(read_table(f), str(f), id_col, patient_col, text_col)
                 except InputError as exc:
                     failures.append({"note_id": None, "patient_id": None, "stage": "read", "error": str(exc)})
                     continue
@@ -137,7 +138,7 @@ def load_inputs(
             if path.suffix.lower() == ".txt":
                 frame = _read_txt_notes(path.parent, [path], failures)
             else:
-                frame = _rename(_read_table(path), str(path), id_col, patient_col, text_col)
+                frame = _rename(read_table(path), str(path), id_col, patient_col, text_col)
             frame["source"] = str(path)
             frames.append(frame)
             read.append({"path": str(path), "notes": int(len(frame))})

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline import schema
 from pipeline.errors import InputError
+from pipeline.io import read_table
 from pipeline.labs import UnitTable
 from pipeline import resources
 
@@ -31,17 +32,9 @@ def load_structured_labs(path: str | Path, units: UnitTable | None = None) -> tu
     path = Path(path)
     if not path.is_file():
         raise InputError(f"labs file not found: {path}; give a CSV or Parquet with {', '.join(COLUMNS)}")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-        elif path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise InputError(f"{path}: unsupported labs file type '{path.suffix}'; use .csv or .parquet")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); re-save the file as UTF-8") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: cannot be read ({type(exc).__name__}); check the file is complete") from None
+    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise InputError(f"{path}: unsupported labs file type '{path.suffix}'; use .csv or .parquet")
+    frame = read_table(path)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, list(frame.columns)[:12])) or "none"
