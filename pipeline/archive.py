@@ -379,10 +379,9 @@ REPORT_TEXT_LIMIT = 50_000  # notes whose text the HTML report embeds; above thi
 
 def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: str | None, report: bool, timings: dict) -> dict:
     """Committed shards -> tables -> cases -> result folder, manifest; stale shards removed."""
-    from pipeline.process import assemble
+    from pipeline.process import classify_run
     from pipeline.runner import Timer, write_results
     from pipeline.tables import RowSet
-    from pipeline.train import load_classifier
 
     t = Timer()
     store, frames = gather(out, version)
@@ -395,14 +394,7 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
     )
     rows.notes_done = int(len(notes))
     rows.notes_with_mentions = int(frames["mentions"]["note_id"].nunique()) if len(frames["mentions"]) else 0
-    extra_labs = None
-    if labs:
-        from pipeline.structured import load_structured_labs
-
-        extra_labs, problems = load_structured_labs(labs)
-        rows.failures.extend(problems)
-    classifier = load_classifier(model)
-    tables = assemble(notes, rows, classifier, extra_labs)
+    tables, classifier = classify_run(notes, rows, model, labs)
     t.mark("aggregate")
     with_text = None
     if report and 0 < len(notes) <= REPORT_TEXT_LIMIT:

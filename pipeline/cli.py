@@ -183,9 +183,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def _run_in_process(inputs: list[str], args: argparse.Namespace) -> dict:
     from pipeline.io import load_inputs, validate_notes
-    from pipeline.process import assemble, extract
+    from pipeline.process import classify_run, extract
     from pipeline.runner import Timer, write_results
-    from pipeline.train import load_classifier
 
     timer = Timer()
     notes, failures, read = load_inputs(inputs, args.id_col, args.patient_col, args.text_col)
@@ -194,14 +193,7 @@ def _run_in_process(inputs: list[str], args: argparse.Namespace) -> dict:
     rows = extract(valid)
     rows.failures = failures + invalid + rows.failures
     timer.mark("nlp")
-    extra_labs = None
-    if getattr(args, "labs", None):
-        from pipeline.structured import load_structured_labs
-
-        extra_labs, problems = load_structured_labs(args.labs)
-        rows.failures.extend(problems)
-    classifier = load_classifier(args.model)
-    tables = assemble(valid, rows, classifier, extra_labs)
+    tables, classifier = classify_run(valid, rows, args.model, getattr(args, "labs", None))
     timer.mark("tables_and_cases")
     manifest = write_results(tables, Path(args.out), {"inputs": read, "model": classifier.model.version, "timings": timer.marks},
                              notes=valid, report=not getattr(args, "no_report", False))

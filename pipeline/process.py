@@ -84,3 +84,18 @@ def process(notes: pd.DataFrame, nlp: Language | None = None, model: str | None 
     from pipeline.train import load_classifier
 
     return assemble(valid, rows, load_classifier(model) if model else None)
+
+
+def classify_run(notes: pd.DataFrame, rows: RowSet, model: str | None = None, labs: str | None = None):
+    """A run's rows -> tables: structured labs merged (unusable rows recorded as failures), the
+    case model loaded (evidence JSON or trained .skops), tables assembled. Returns (tables, classifier)."""
+    from pipeline.train import load_classifier
+
+    extra_labs = None
+    if labs:
+        from pipeline.structured import load_structured_labs
+
+        extra_labs, problems = load_structured_labs(labs)
+        rows.failures = list(rows.failures) + problems
+    classifier = load_classifier(model)
+    return assemble(notes, rows, classifier, extra_labs), classifier
