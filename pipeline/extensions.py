@@ -23,12 +23,29 @@ for _name, _default in _EXTENSIONS.items():
         Doc.set_extension(_name, default=_default)
 
 
+def _key(name: str) -> tuple:
+    return ("._.", name, None, None)  # where spaCy's Underscore keeps a Doc extension's value
+
+
+_KEYS = {name: _key(name) for name in _EXTENSIONS}
+
+
+def get(doc: Doc, name: str):
+    """``doc._.<name>`` without building an Underscore object (components call this per doc)."""
+    return doc.user_data.get(_KEYS[name])
+
+
+def put(doc: Doc, name: str, value) -> None:
+    """``doc._.<name> = value``, the same storage, without the Underscore object."""
+    doc.user_data[_KEYS[name]] = value
+
+
 def text_of(doc: Doc) -> str:
-    """The doc's text, cached by ``calc_sentences`` (``doc.text`` rebuilds it from every token)."""
-    text = doc._.calc_text
+    """The doc's text, cached by the tokenizer (``doc.text`` rebuilds it from every token)."""
+    text = doc.user_data.get(_KEYS["calc_text"])
     if text is None:
         text = doc.text
-        doc._.calc_text = text
+        doc.user_data[_KEYS["calc_text"]] = text
     return text
 
 

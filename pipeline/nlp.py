@@ -28,7 +28,7 @@ from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-from pipeline.extensions import text_of
+from pipeline.extensions import get, put, text_of
 from pipeline.textutil import trie_pattern
 from pipeline.tokenizer import TextKeepingTokenizer
 from pipeline import resources
@@ -42,47 +42,58 @@ PIPELINE_VERSION = "0.1.0"
 
 _SENT_BREAK = re.compile(
     r"""
-    \n(?P<para>[ \t]*\n\s*)                    # blank line
-    | \n(?P<line>[ \t]*)(?=\S)                 # new line (judged below)
-    | [.!?](?P<stop>[ \t]+)(?=[^\sa-z,;)])     # end of sentence, next starts a new one
+    [\n.!?]                                   # one cheap character test per position, then:
+    (?:
+      (?<=\n)(?:
+          (?P<para>[ \t]*\n\s*)                # blank line
+        | (?P<line>[ \t]*)(?=\S)                # new line (judged below)
+      )
+    | (?<=[.!?])(?P<stop>[ \t]+)(?=[^\sa-z,;)]) # end of sentence, next starts a new one
+    )
     """,
     re.VERBOSE,
 )
 _LIST_ITEM = re.compile(r"(?:\d{1,2}[.)]|[-*\u2022])\s")
-_ENDS_STATEMENT = re.compile(r"[.:;!?]\s*$")
-_NUMBER_DOT = re.compile(r"(?:^|\s)\d{1,2}\.$")
-_ABBREV_DOT = re.compile(r"(?:^|[\s(])(?:vs|dr|mr|mrs|ms|st|e\.g|i\.e|approx|no|fig|pt)\.$", re.IGNORECASE)
+_STATEMENT_END = frozenset(".:;!?")
+# "1. Calcified ..." (list number) or "vs. calcified" (abbreviation): the period does not end a sentence
+_NOT_A_STOP = re.compile(
+    r"(?:(?:^|\s)\d{1,2}|(?:^|[\s(])(?:vs|dr|mr|mrs|ms|st|e\.g|i\.e|approx|no|fig|pt))\.$", re.IGNORECASE
+)
 
 
 def sentence_starts(text: str) -> list[int]:
     """Character offsets where sentences start (always includes 0)."""
     starts = [0]
+    n = len(text)
     for m in _SENT_BREAK.finditer(text):
         nxt = m.end()
-        if nxt >= len(text):
+        if nxt >= n:
             continue
         if m.group("stop") is not None:
-            before = text[max(0, m.start() - 7) : m.start() + 1]
-            if _NUMBER_DOT.search(before) or _ABBREV_DOT.search(before):
+            if _NOT_A_STOP.search(text, max(0, m.start() - 7), m.start() + 1):
                 continue  # "1. Calcified ..." / "vs. calcified"
         elif m.group("line") is not None:
             line_start = text.rfind("\n", 0, m.start()) + 1
-            prev_line = text[line_start : m.start()]
-            rest = text[nxt : nxt + 80]
-            first = rest[:1]
-            if not prev_line.strip():
+            prev_line = text[line_start : m.start()].rstrip()
+            if not prev_line:
                 pass
-            elif _ENDS_STATEMENT.search(prev_line) or _LIST_ITEM.match(rest):
+            elif prev_line[-1] in _STATEMENT_END or _LIST_ITEM.match(text, nxt):
                 pass
-            elif first.isupper() or first.isdigit():
-                # a wrapped line of an all-capitals report continues the sentence
-                if not any(c.islower() for c in prev_line) and not any(c.islower() for c in rest[:40]):
-                    if len(prev_line.strip()) > 40:
-                        continue
             else:
-                continue  # lower-case continuation of a wrapped line
+                first = text[nxt]
+                if first.isupper() or first.isdigit():
+                    # a wrapped line of an all-capitals report continues the sentence
+                    if len(prev_line.lstrip()) > 40 and prev_line.upper() == prev_line:
+                        rest = text[nxt : nxt + 40]
+                        if rest.upper() == rest:
+                            continue
+                else:
+                    continue  # lower-case continuation of a wrapped line
         starts.append(nxt)
     return starts
+
+
+_NOT_SET = numpy.uint64(2**64 - 1)  # -1 as spaCy's arrays hold it: "not a sentence start"
 
 
 class SentenceSplitter:
@@ -92,14 +103,13 @@ class SentenceSplitter:
         n = len(doc)
         if n == 0:
             return doc
-        idx = doc.to_array(IDX).astype(numpy.int64)
-        flags = numpy.full(n, -1, dtype=numpy.int32)
-        flags[0] = 1
         starts = sentence_starts(text_of(doc))
+        flags = numpy.full((n, 1), _NOT_SET, dtype=numpy.uint64)
+        flags[0, 0] = 1
         if len(starts) > 1:
-            tokens = numpy.searchsorted(idx, numpy.asarray(starts[1:], dtype=numpy.int64), side="left")
-            flags[tokens[tokens < n]] = 1  # each start is a non-space character, so a token starts there
-        doc.from_array([SENT_START], flags.reshape(n, 1).astype(numpy.uint64))
+            tokens = numpy.searchsorted(doc.to_array(IDX), numpy.array(starts[1:], dtype=numpy.uint64))
+            flags[tokens[tokens < n], 0] = 1  # each start is a non-space character, so a token starts there
+        doc.from_array([SENT_START], flags)
         return doc
 
 
@@ -124,8 +134,11 @@ class SectionDetector:
         self.line_re = re.compile(
             rf"(?im)^[ \t]*(?P<title>{alternation})[ \t]*(?::|(?=\r?\n|$))[ \t]*"
         )
-        # inline in running text: an upper-case title with a colon ("... disease. IMPRESSION: ...")
-        self.inline_re = re.compile(rf"(?<=[.\s])(?P<title>{upper})[ \t]*:[ \t]*")
+        # inline in running text: an upper-case title with a colon ("... disease. IMPRESSION: ..."),
+        # looked for just before each colon (colons are few; scanning every position is not cheap)
+        self.inline_re = re.compile(rf"(?<=[.\s])(?P<title>{upper})[ \t]*\Z")
+        self.reach = 2 * max(len(t) for t in self.kinds) + 8
+        self.after_colon = re.compile(r"[ \t]*")
 
     def __call__(self, doc: Doc) -> Doc:
         text = text_of(doc)
@@ -133,11 +146,15 @@ class SectionDetector:
         for m in self.line_re.finditer(text):
             title = m.group("title")
             found[m.start("title")] = Section(m.start("title"), m.end(), self._kind(title), title)
-        for m in self.inline_re.finditer(text):
-            if m.start("title") not in found:
+        colon = text.find(":")
+        while colon >= 0:
+            m = self.inline_re.search(text, max(0, colon - self.reach), colon)
+            if m and m.start("title") not in found:
                 title = m.group("title")
-                found[m.start("title")] = Section(m.start("title"), m.end(), self._kind(title), title)
-        doc._.calc_sections = tuple(found[k] for k in sorted(found))
+                body = self.after_colon.match(text, colon + 1).end()
+                found[m.start("title")] = Section(m.start("title"), body, self._kind(title), title)
+            colon = text.find(":", colon + 1)
+        put(doc, "calc_sections", tuple(found[k] for k in sorted(found)))
         return doc
 
     def _kind(self, title: str) -> str:
@@ -158,6 +175,9 @@ def make_sections(nlp: Language, name: str) -> SectionDetector:
 
 
 
+_PAREN_SHORT = re.compile(r"\([ \t]*[A-Za-z][A-Za-z0-9-]{1,9}[ \t]*\)")
+
+
 class Abbreviations:
     """scispaCy's AbbreviationDetector, run only where a calcification phrase is followed by
     a "(SHORT)" form ("mitral annular calcification (MAC)").
@@ -170,16 +190,23 @@ class Abbreviations:
         from scispacy.abbreviation import AbbreviationDetector
 
         self.detector = AbbreviationDetector(nlp, make_serializable=True)
-        # only long forms calcmine uses (multi-word mention phrases) followed by "(SHORT)"
+        # only long forms calcmine uses (multi-word mention phrases) followed by "(SHORT)": find the
+        # "(SHORT)" first (a literal "(" is cheap to scan for), then look for a long form just before it
         long_forms = [r["phrase"] for rows in resources.mention_rules().values() for r in rows if " " in r["phrase"]]
-        self.candidate = re.compile(
-            rf"(?<![a-z])(?:{trie_pattern(long_forms)})[ \t]*\([ \t]*[A-Za-z][A-Za-z0-9-]{{1,9}}[ \t]*\)", re.IGNORECASE
-        )
+        self.reach = max(len(p) for p in long_forms) * 2 + 8  # blanks between words may be runs
+        self.long_before = re.compile(rf"(?<![a-z])(?:{trie_pattern(long_forms)})[ \t]*\Z", re.IGNORECASE)
+
+    def candidate(self, text: str) -> bool:
+        """Does ``text`` hold a calcification long form followed by "(SHORT)"?"""
+        for m in _PAREN_SHORT.finditer(text):
+            if self.long_before.search(text, max(0, m.start() - self.reach), m.start()):
+                return True
+        return False
 
     def __call__(self, doc: Doc) -> Doc:
         found: list[tuple[int, int, str]] = []
         text = text_of(doc)
-        if "(" in text and self.candidate.search(text):
+        if "(" in text and self.candidate(text):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # W036: scispaCy's empty global matcher
                 self.detector(doc)
@@ -188,7 +215,7 @@ class Abbreviations:
                 short_end = doc[item["short_end"] - 1].idx + len(doc[item["short_end"] - 1])
                 found.append((short_start, short_end, item["long_text"]))
             doc._.abbreviations = []
-        doc._.calc_abbreviations = tuple(found)
+        put(doc, "calc_abbreviations", tuple(found))
         return doc
 
 
@@ -201,15 +228,25 @@ def make_abbreviations(nlp: Language, name: str) -> Abbreviations:
 # the shared phrase matcher
 
 
-def filter_longest(matches: Iterable[Match]) -> list[Match]:
+def filter_longest(matches: list[Match]) -> list[Match]:
     """Longest matches first, no overlaps; result in text order."""
+    if len(matches) < 2:
+        return list(matches)
+    ordered = sorted(matches, key=lambda m: m.start)
+    last_end = -1
+    for m in ordered:
+        if m.start < last_end:
+            break
+        last_end = m.end
+    else:
+        return ordered  # no overlaps: nothing to choose
     chosen: list[Match] = []
-    taken: set[int] = set()
-    for m in sorted(matches, key=lambda m: (-(m.end - m.start), m.start)):
-        if any(i in taken for i in range(m.start, m.end)):
+    taken = bytearray(max(m.end for m in ordered))
+    for m in sorted(ordered, key=lambda m: (m.start - m.end, m.start)):
+        if any(taken[m.start : m.end]):
             continue
         chosen.append(m)
-        taken.update(range(m.start, m.end))
+        taken[m.start : m.end] = b"\x01" * (m.end - m.start)
     return sorted(chosen, key=lambda m: m.start)
 
 
@@ -266,7 +303,7 @@ class VocabularyMatcher:
         for key, start, end in self.matcher(doc):
             kind, a, b = labels[key]
             groups[kind].append(Match(start, end, kind, a, b))
-        doc._.calc_matches = {kind: filter_longest(ms) if ms else ms for kind, ms in groups.items()}
+        put(doc, "calc_matches", {kind: filter_longest(ms) if ms else ms for kind, ms in groups.items()})
         return doc
 
 
@@ -299,16 +336,21 @@ class LowerTexts:
 class DocView:
     """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
 
-    __slots__ = ("doc", "text", "sent_starts", "texts", "triggers", "sections")
+    __slots__ = ("doc", "n_tokens", "matches", "text", "sent_starts", "texts", "triggers", "sections", "section_starts",
+                 "_by_sentence")
 
     def __init__(self, doc: Doc) -> None:
         self.doc = doc
+        self.n_tokens = len(doc)
+        self.matches = get(doc, "calc_matches")
         self.text = text_of(doc)
         flags = doc.to_array(SENT_START)
-        self.sent_starts = [int(i) for i in numpy.flatnonzero(flags == 1)] or [0]
+        self.sent_starts = numpy.flatnonzero(flags == 1).tolist() or [0]
         self.texts = LowerTexts(doc)
-        self.triggers = clean_triggers(doc._.calc_matches["C"])
-        self.sections = doc._.calc_sections or ()
+        self.triggers = clean_triggers(self.matches["C"])
+        self.sections = get(doc, "calc_sections") or ()
+        self.section_starts = [s.start for s in self.sections]
+        self._by_sentence: dict[int, list[Match]] = {}
 
     def sentence(self, token: int) -> tuple[int, int]:
         i = bisect_right(self.sent_starts, token) - 1
@@ -323,14 +365,32 @@ class DocView:
         last = doc[end - 1]
         return doc[start].idx, last.idx + len(last)
 
+    def section_at(self, char: int) -> Section | None:
+        i = bisect_right(self.section_starts, char) - 1
+        return self.sections[i] if i >= 0 else None
+
+    def sentence_triggers(self, s: int, e: int) -> list[Match]:
+        found = self._by_sentence.get(s)
+        if found is None:
+            found = self._by_sentence[s] = [t for t in self.triggers if t.start >= s and t.end <= e]
+        return found
+
     def assertion(self, start: int, end: int):
         s, e = self.sentence(start)
-        section = section_at(self.sections, self.doc[start].idx)
-        return assess(self.triggers, s, e, start, end, self.texts, section)
+        section = self.section_at(self.doc[start].idx)
+        return assess(self.sentence_triggers(s, e), s, e, start, end, self.texts, section)
+
+
+_last_view: DocView | None = None
 
 
 def view_of(doc: Doc) -> DocView:
-    return DocView(doc)
+    """The doc's view, shared by the components that run one after another on the same doc."""
+    global _last_view
+    view = _last_view
+    if view is None or view.doc is not doc or view.n_tokens != len(doc) or view.matches is not get(doc, "calc_matches"):
+        view = _last_view = DocView(doc)
+    return view
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,11 +437,11 @@ class MentionFinder:
                     self.long_forms[r["phrase"]] = (concept, r["site"])
 
     def __call__(self, doc: Doc) -> Doc:
-        matches = doc._.calc_matches
+        matches = get(doc, "calc_matches")
         candidates = [m for m in matches["M"] if not any(v.start < m.end and m.start < v.end for v in matches["V"])]
         candidates.extend(self._abbreviation_mentions(doc, matches["M"]))
         if not candidates:
-            doc._.calc_mentions = ()
+            put(doc, "calc_mentions", ())
             return doc
         view = view_of(doc)
         out = []
@@ -393,12 +453,12 @@ class MentionFinder:
             mention = self._mention(view, m, matches["S"], matches["L"])
             if mention is not None:
                 out.append(mention)
-        doc._.calc_mentions = tuple(out)
+        put(doc, "calc_mentions", tuple(out))
         return doc
 
     def _abbreviation_mentions(self, doc: Doc, existing: list[Match]) -> list[Match]:
         out = []
-        for short_start, short_end, long_text in doc._.calc_abbreviations or ():
+        for short_start, short_end, long_text in get(doc, "calc_abbreviations") or ():
             key = " ".join(long_text.lower().split())
             if key not in self.long_forms:
                 continue
@@ -580,9 +640,9 @@ class ConditionFinder:
     """Conditions of ANNOTATION.md section 5, each with assertion; CKD keeps its stage."""
 
     def __call__(self, doc: Doc) -> Doc:
-        found = doc._.calc_matches["K"]
+        found = get(doc, "calc_matches")["K"]
         if not found:
-            doc._.calc_conditions = ()
+            put(doc, "calc_conditions", ())
             return doc
         view = view_of(doc)
         out = []
@@ -594,7 +654,7 @@ class ConditionFinder:
                 if stage:
                     value = stage.group("stage").lower()
                     detail = "stage " + _ROMAN.get(value, value).upper()
-            section = section_at(view.sections, start_char)
+            section = view.section_at(start_char)
             out.append(
                 Condition(
                     start=start_char,
@@ -607,7 +667,7 @@ class ConditionFinder:
                     section=section.kind if section else None,
                 )
             )
-        doc._.calc_conditions = tuple(out)
+        put(doc, "calc_conditions", tuple(out))
         return doc
 
 
@@ -627,7 +687,7 @@ class LabFinder:
         self.extractor = LabExtractor()
 
     def __call__(self, doc: Doc) -> Doc:
-        doc._.calc_labs = tuple(self.extractor.extract(text_of(doc)))
+        put(doc, "calc_labs", tuple(self.extractor.extract(text_of(doc))))
         return doc
 
 

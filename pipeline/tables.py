@@ -14,7 +14,7 @@ from spacy.tokens import Doc
 
 from pipeline import labs as labs_mod
 from pipeline import schema
-from pipeline.extensions import text_of
+from pipeline.extensions import get, text_of
 
 _NOTE_KEYS = ("note_id", "patient_id", "note_date")
 
@@ -33,7 +33,8 @@ def doc_rows(doc: Doc, note: dict, out: RowSet) -> None:
     """Append the rows of one processed note to ``out``."""
     key = {k: note.get(k) for k in _NOTE_KEYS}
     text = text_of(doc)
-    for m in doc._.calc_mentions or ():
+    mentions = get(doc, "calc_mentions") or ()
+    for m in mentions:
         out.mentions.append(
             key
             | {
@@ -43,7 +44,7 @@ def doc_rows(doc: Doc, note: dict, out: RowSet) -> None:
                 "sentence_start": m.sentence_start, "triggers": ";".join(m.triggers), "mechanism": None,
             }
         )
-    for v in doc._.calc_labs or ():
+    for v in get(doc, "calc_labs") or ():
         out.labs.append(
             key
             | {
@@ -51,7 +52,7 @@ def doc_rows(doc: Doc, note: dict, out: RowSet) -> None:
                 "flag": v.flag_written, "source": "text", "start": v.start, "end": v.end, "text": v.text,
             }
         )
-    for c in doc._.calc_conditions or ():
+    for c in get(doc, "calc_conditions") or ():
         out.conditions.append(
             key
             | {
@@ -60,7 +61,7 @@ def doc_rows(doc: Doc, note: dict, out: RowSet) -> None:
             }
         )
     out.notes_done += 1
-    if doc._.calc_mentions:
+    if mentions:
         out.notes_with_mentions += 1
 
 

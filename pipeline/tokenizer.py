@@ -12,7 +12,7 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
-import pipeline.extensions  # noqa: F401  (declares calc_text)
+from pipeline.extensions import put  # (declares calc_text)
 
 
 class TextKeepingTokenizer:
@@ -23,7 +23,7 @@ class TextKeepingTokenizer:
 
     def __call__(self, text: str) -> Doc:
         doc = self.inner(text)
-        doc._.calc_text = text
+        put(doc, "calc_text", text)
         return doc
 
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator[Doc]:
