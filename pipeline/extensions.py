@@ -10,6 +10,7 @@ from spacy.tokens import Doc
 
 _EXTENSIONS = {
     "calc_text": None,  # doc.text, computed once (spaCy joins every token on each doc.text call)
+    "calc_sentence_tokens": None,  # list[int]: token index of each sentence start (calc_sentences)
     "calc_sections": None,  # tuple[Section, ...] in text order
     "calc_matches": None,  # dict[str, list[Match]] from the shared phrase matcher
     "calc_abbreviations": None,  # tuple[(short_start, short_end, long_text), ...]

@@ -93,23 +93,24 @@ def sentence_starts(text: str) -> list[int]:
     return starts
 
 
-_NOT_SET = numpy.uint64(2**64 - 1)  # -1 as spaCy's arrays hold it: "not a sentence start"
-
-
 class SentenceSplitter:
-    """Sets SENT_START from :func:`sentence_starts`, through one numpy array per doc."""
+    """Marks the first token of each :func:`sentence_starts` sentence (``doc.sents`` works); the
+    token indices are kept in ``doc._.calc_sentence_tokens`` for the other components."""
 
     def __call__(self, doc: Doc) -> Doc:
         n = len(doc)
         if n == 0:
             return doc
         starts = sentence_starts(text_of(doc))
-        flags = numpy.full((n, 1), _NOT_SET, dtype=numpy.uint64)
-        flags[0, 0] = 1
+        tokens = [0]
         if len(starts) > 1:
-            tokens = numpy.searchsorted(doc.to_array(IDX), numpy.array(starts[1:], dtype=numpy.uint64))
-            flags[tokens[tokens < n], 0] = 1  # each start is a non-space character, so a token starts there
-        doc.from_array([SENT_START], flags)
+            found = numpy.searchsorted(doc.to_array(IDX), numpy.array(starts[1:], dtype=numpy.uint64)).tolist()
+            tokens.extend(i for i in found if i < n)  # each start is a non-space character: a token starts there
+        for i in tokens:  # the other tokens keep "unset" (0): doc.sents reads only the starts
+            doc[i].is_sent_start = True
+        if n > 1 and (len(tokens) < 2 or tokens[1] != 1):
+            doc[1].is_sent_start = False  # spaCy knows sentences are set once a token after the first says so
+        put(doc, "calc_sentence_tokens", tokens)
         return doc
 
 
@@ -344,8 +345,10 @@ class DocView:
         self.n_tokens = len(doc)
         self.matches = get(doc, "calc_matches")
         self.text = text_of(doc)
-        flags = doc.to_array(SENT_START)
-        self.sent_starts = numpy.flatnonzero(flags == 1).tolist() or [0]
+        tokens = get(doc, "calc_sentence_tokens")
+        if tokens is None:  # sentences set by another component
+            tokens = numpy.flatnonzero(doc.to_array(SENT_START) == 1).tolist()
+        self.sent_starts = tokens or [0]
         self.texts = LowerTexts(doc)
         self.triggers = clean_triggers(self.matches["C"])
         self.sections = get(doc, "calc_sections") or ()
