@@ -158,3 +158,49 @@ def test_multiprocess_pipe_gives_the_same_results(nlp):
     single = [list(d._.calc_mentions) for d in nlp.pipe(texts)]
     multi = [list(d._.calc_mentions) for d in nlp.pipe(texts, n_process=2, batch_size=4)]
     assert single == multi
+
+
+# ---------------------------------------------------------------------------------------------
+# the cheap pre-checks behind the speed work must not change what is found
+
+
+def test_inline_titles_are_found_at_their_colons(nlp):
+    doc = nlp("Stable appearance of the chest. IMPRESSION:  Calcified granuloma. FAMILY HISTORY: Mother with nephrocalcinosis.")
+    assert [(s.kind, s.title) for s in doc._.calc_sections] == [
+        ("impression", "IMPRESSION"), ("family_history", "FAMILY HISTORY")]
+    impression = doc._.calc_sections[0]
+    assert doc.text[impression.body_start:].startswith("Calcified granuloma")  # blanks after the colon skipped
+    granuloma, nephro = doc._.calc_mentions
+    assert granuloma.section == "impression" and granuloma.assertion == "present"
+    assert nephro.section == "family_history" and nephro.assertion == "family"
+
+
+def test_lower_case_words_before_a_colon_are_not_inline_titles(nlp):
+    doc = nlp("Reason for the visit is as follows: impression: calcified nodes.")
+    assert doc._.calc_sections == ()
+
+
+def test_abbreviation_needs_its_long_form_right_before_the_brackets(nlp):
+    spaced = mentions(nlp, "Severe mitral annular calcification ( MAC ) is seen. MAC is unchanged.")
+    assert [f[0] for f in spaced] == ["mitral annular calcification", "mac"]
+    detector = nlp.get_pipe("calc_abbreviations")
+    assert detector.candidate("Dense MITRAL ANNULAR  CALCIFICATION (MAC) again seen.")
+    assert not detector.candidate("Mitral annular calcification is seen. Sedation: MAC (monitored anesthesia care).")
+    assert not detector.candidate("Coronary artery calcification, see CT (12/01).")
+
+
+def test_longest_match_wins_and_overlaps_are_dropped():
+    from pipeline.model import Match
+    from pipeline.nlp import filter_longest
+
+    no, no_evidence, evidence, later = Match(3, 4, "C"), Match(3, 6, "C"), Match(4, 6, "C"), Match(9, 10, "C")
+    assert filter_longest([later, evidence, no, no_evidence]) == [no_evidence, later]
+    assert filter_longest([later, no]) == [no, later]  # no overlap: text order
+    tie_left, tie_right = Match(1, 3, "S"), Match(2, 4, "S")
+    assert filter_longest([tie_right, tie_left]) == [tie_left]  # equal length: the earlier one
+
+
+def test_sentence_boundaries_are_visible_to_spacy_for_one_sentence_docs(nlp):
+    doc = nlp("Calcified granuloma")
+    assert doc.has_annotation("SENT_START")
+    assert [s.text for s in doc.sents] == ["Calcified granuloma"]
