@@ -11,7 +11,10 @@ artifact (``data/classifier/evidence-v1.json``; ``--model`` may name another). P
    tissues it damages (its ``sites``: lupus damages skin, not the vessel media). Normal measured
    calcium and phosphate count against metastatic.
 3. Each present mention gets a score = intrinsic(concept) + site weight + cues in its sentence
-   + susceptibility(concept) x (systemic + local damage at its site), and a ``mechanism``:
+   + susceptibility(concept) x (systemic + local damage at its site), and a ``mechanism``
+   (a sentence cue counts only when not negated just before it, "no necrosis"; a deposit whose
+   own evidence names a damaged-tissue lesion, ``named_lesion``, e.g. a calcified fibroid, takes
+   the systemic context with a granuloma's low susceptibility):
    metastatic when the score is at least the threshold, dystrophic when at most minus the
    threshold, else unclear. Then the ``conflicts`` of the evidence model may leave a deposit
    unclear because the evidence pulls both ways (``score_patient``): both sides strong on one
@@ -269,9 +272,14 @@ class CaseClassifier:
             if s:
                 parts.append((float(s["weight"]), s["why"]))
         for pattern, weight, why in self.model.cues:
-            if pattern.search(sentence or ""):
+            if _affirmed_match(pattern, sentence or ""):
                 parts.append((weight, why))
         sus = float(c["susceptibility"])
+        named = d.get("named_lesion")
+        if named and sus > float(named["susceptibility"]) and sum(w for w, _ in parts) <= float(named["own_at_most"]):
+            # the deposit's own description names a damaged-tissue lesion (a degenerated fibroid, an
+            # old hematoma): the patient's calcium and phosphate shape it little, as for a granuloma
+            sus = float(named["susceptibility"])
         if sus and systemic:
             parts.append((sus * systemic, SYSTEMIC_PART))
         if sus and local:
@@ -497,6 +505,15 @@ EXPLICIT_CONCEPTS = ("metastatic_calcification", "dystrophic_calcification", "ca
 SYSTEMIC_PART = "systemic drivers of high calcium or phosphate"
 LOCAL_PART = "local tissue damage"
 _SITE_GROUPS = ({"lymph_node", "mediastinum"},)
+
+
+_NEGATED_BEFORE = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|rather than)\b[^.;:,]{0,30}$", re.IGNORECASE)
+
+
+def _affirmed_match(pattern: re.Pattern, sentence: str) -> bool:
+    """A cue counts when one of its matches is not negated just before it ("no necrosis" does not
+    say the tissue is necrotic)."""
+    return any(not _NEGATED_BEFORE.search(sentence[max(0, m.start() - 40):m.start()]) for m in pattern.finditer(sentence))
 
 
 def _same_site(a: str, b: str) -> bool:

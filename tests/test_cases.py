@@ -224,3 +224,21 @@ def test_features_count_conflicting_mentions():
     present = tables.mentions[tables.mentions["assertion"] == "present"]
     assert feats.loc["p1", "n_conflicting"] == len(present) > 0
     assert feats.loc["p1", "n_mech_unclear"] == (present["mechanism"] == "unclear").sum()
+
+
+# -- a deposit whose own description names a damaged-tissue lesion --------------------------------
+
+def test_calcified_fibroid_in_a_dialysis_patient_stays_dystrophic():
+    case, _, _ = run(
+        "A 50-year-old woman on hemodialysis (phosphate 6.5 mg/dL) had a pelvic radiograph showing a coarse popcorn "
+        "calcification in the pelvis, consistent with a calcified uterine fibroid.")
+    assert case["label"] == "dystrophic"
+    assert "calcified fibroid" in case["reasons"]
+
+
+def test_negated_cue_does_not_count():
+    clf = CaseClassifier()
+    _, with_cue = clf.mention_score("calcification", "soft_tissue", "Calcification within necrotic fat.", 0.0, 0.0)
+    _, negated = clf.mention_score("calcification", "soft_tissue", "Calcification of the thigh, without necrosis or mass.", 0.0, 0.0)
+    assert "calcium in necrotic tissue" in [why for _, why in with_cue]
+    assert "calcium in necrotic tissue" not in [why for _, why in negated]
