@@ -5,15 +5,30 @@ artifact (``data/classifier/evidence-v1.json``; ``--model`` may name another). P
 
 1. A patient with no mention asserted ``present`` is ``no_calcification``.
 2. Patient context is scored once: *systemic* evidence (high calcium, phosphate, PTH, kidney
-   failure; ESRD, dialysis, hyperparathyroidism, vitamin D intoxication, ...; capped) and *local*
-   tissue damage (connective-tissue disease, necrosis, trauma, ...; capped). Normal measured
+   failure; ESRD, dialysis, hyperparathyroidism, vitamin D intoxication, ...; capped; a driver
+   only in the past history weighs ``condition_assertion_factor``, half) and *local* tissue damage
+   (connective-tissue disease, necrosis, trauma, ...), each local condition counting only for the
+   tissues it damages (its ``sites``: lupus damages skin, not the vessel media). Normal measured
    calcium and phosphate count against metastatic.
 3. Each present mention gets a score = intrinsic(concept) + site weight + cues in its sentence
-   + susceptibility(concept) x (systemic + local), and a ``mechanism``: metastatic when the score
-   is at least the threshold, dystrophic when at most minus the threshold, else unclear.
+   + susceptibility(concept) x (systemic + local damage at its site), and a ``mechanism``
+   (a sentence cue counts only when not negated just before it, "no necrosis"; a deposit whose
+   own evidence names a damaged-tissue lesion, ``named_lesion``, e.g. a calcified fibroid, takes
+   the systemic context with a granuloma's low susceptibility):
+   metastatic when the score is at least the threshold, dystrophic when at most minus the
+   threshold, else unclear. Then the ``conflicts`` of the evidence model may leave a deposit
+   unclear because the evidence pulls both ways (``score_patient``): both sides strong on one
+   deposit (pancreatitis with hypercalcaemic hyperparathyroidism, calcinosis in scleroderma on
+   dialysis); vascular calcification described as both intimal and medial, or as neither in a
+   patient with kidney disease and atherosclerotic risk; a granulomatous or nodal deposit while
+   calcium is high; the report itself offering the other mechanism ("granulomatous disease or
+   metastatic pulmonary calcification"); a deposit metastatic only by context when the report
+   calls the calcification dystrophic. A generic "calcification" at the site of a specific
+   dystrophic lesion (a calcified granuloma) is read as that lesion.
 4. The case is ``metastatic`` if any present mention is metastatic (deposits in normal tissue are
-   what matter clinically; a co-existing dystrophic pattern lowers confidence and is listed),
-   else ``dystrophic`` if any is dystrophic, else ``indeterminate``.
+   what matter clinically; a co-existing dystrophic or conflicting pattern lowers confidence and is
+   listed), else ``dystrophic`` if any is dystrophic, else ``indeterminate`` (a conflict, listed
+   first among the reasons, or too little evidence either way).
 
 Worked example: ESRD on hemodialysis, phosphate 7.8, "calcified granuloma in the right upper lobe".
 Systemic = 2.5 (ESRD) + 2.5 (dialysis) + 2 + 1 (phosphate) = 8, capped at 6. The granuloma scores
@@ -48,6 +63,8 @@ class Evidence:
     start: int | None = None
     end: int | None = None
     kind: str = ""
+    sites: tuple[str, ...] | None = None
+    key: str = ""
 
     def pointer(self) -> dict:
         return {"note_id": self.note_id, "start": self.start, "end": self.end, "kind": self.kind,
@@ -213,7 +230,8 @@ class CaseClassifier:
         allowed = set(d.get("condition_assertions", ["present", "historical"]))
         seen: set[str] = set()
         ev = []
-        for row in _records(conditions):
+        rank = {a: i for i, a in enumerate(("present", "historical"))}
+        for row in sorted(_records(conditions), key=lambda r: rank.get(r["assertion"], 9)):
             if row["assertion"] not in allowed:
                 continue
             key = row["condition"]
@@ -223,32 +241,153 @@ class CaseClassifier:
             if key not in weights or key in seen:
                 continue
             w = float(weights[key]["weight"])
-            if (w > 0) != positive:
+            if w == 0 or (w > 0) != positive:
                 continue
             seen.add(key)
+            factor = float(d.get("condition_assertion_factor", {}).get(row["assertion"], 1.0))
             why = weights[key]["why"] + (f" ({detail})" if detail else "")
-            ev.append(Evidence(w, why, row["note_id"], int(row["start"]), int(row["end"]), "condition"))
+            if factor != 1.0:
+                why += f", {row['assertion']}"
+            sites = weights[key].get("sites")
+            ev.append(Evidence(w * factor, why, row["note_id"], int(row["start"]), int(row["end"]), "condition",
+                               tuple(sites) if sites else None, key))
         return ev
 
     # -- mentions -------------------------------------------------------------------------------
+
+    def local_for(self, loc_ev: list[Evidence], site: str) -> float:
+        """Local tissue damage that applies to a mention at ``site`` (capped): a condition damages
+        the tissues listed for it in the evidence model (all tissues when none are listed, or when
+        the mention's site is unspecified)."""
+        local_cap = float(self.model.data.get("local_cap", -4.0))
+        total = sum(e.weight for e in loc_ev if e.sites is None or site == "unspecified" or site in e.sites)
+        return max(total, local_cap)
 
     def mention_score(self, concept: str, site: str, sentence: str, systemic: float, local: float) -> tuple[float, list[tuple[float, str]]]:
         d = self.model.data
         c = d["concepts"][concept]
         parts: list[tuple[float, str]] = [(float(c["intrinsic"]), c["why"])]
-        if concept not in ("calcified_granuloma", "metastatic_calcification", "dystrophic_calcification", "calciphylaxis"):
+        if concept not in NO_SITE_CONCEPTS:
             s = d["sites"].get(site)
             if s:
                 parts.append((float(s["weight"]), s["why"]))
         for pattern, weight, why in self.model.cues:
-            if pattern.search(sentence or ""):
+            if _affirmed_match(pattern, sentence or ""):
                 parts.append((weight, why))
         sus = float(c["susceptibility"])
+        named = d.get("named_lesion")
+        if named and sus > float(named["susceptibility"]) and sum(w for w, _ in parts) <= float(named["own_at_most"]):
+            # the deposit's own description names a damaged-tissue lesion (a degenerated fibroid, an
+            # old hematoma): the patient's calcium and phosphate shape it little, as for a granuloma
+            sus = float(named["susceptibility"])
         if sus and systemic:
-            parts.append((sus * systemic, "systemic drivers of high calcium or phosphate"))
+            parts.append((sus * systemic, SYSTEMIC_PART))
         if sus and local:
-            parts.append((sus * local, "local tissue damage"))
+            parts.append((sus * local, LOCAL_PART))
         return sum(w for w, _ in parts), parts
+
+    def _pattern(self, key: str, default: str) -> re.Pattern:
+        cache = self.__dict__.setdefault("_patterns", {})
+        if key not in cache:
+            cache[key] = re.compile(self.model.data.get("conflicts", {}).get(key, default), re.IGNORECASE)
+        return cache[key]
+
+    def score_patient(self, pm: list[dict], pc, summ: dict, ranges: dict) -> dict:
+        """Everything the case decision and the trained model's features need for one patient:
+        the systemic and local evidence, and every present mention scored with its mechanism
+        (``metastatic`` / ``dystrophic`` / ``unclear``) and, when the unclear mechanism comes from
+        evidence pulling both ways, the conflict that made it so."""
+        d = self.model.data
+        threshold = float(d["mechanism_threshold"])
+        cap = float(d["systemic"].get("cap", 6.0))
+        cf = d.get("conflicts", {})
+        sys_ev = self.systemic_evidence(summ, pc, ranges)
+        loc_ev = self.local_evidence(pc)
+        systemic_raw = sum(e.weight for e in sys_ev)
+        systemic = max(min(systemic_raw, cap), -cap)
+        local_all = max(sum(e.weight for e in loc_ev), float(d.get("local_cap", -4.0)))
+        keys = {e.key for e in sys_ev}
+        cond_keys = {r["condition"] for r in _records(pc) if r["assertion"] in ("present", "historical")}
+        scored: list[Scored] = []
+        for m in pm:
+            if m["assertion"] != "present":
+                continue
+            local = self.local_for(loc_ev, m["site"])
+            score, parts = self.mention_score(m["concept"], m["site"], m["sentence"], systemic, local)
+            own = sum(w for w, why in parts if why not in (SYSTEMIC_PART, LOCAL_PART))
+            mech = "metastatic" if score >= threshold else "dystrophic" if score <= -threshold else "unclear"
+            scored.append(Scored(score, parts, m, mech, own))
+        if not cf:
+            return {"sys_ev": sys_ev, "loc_ev": loc_ev, "systemic": systemic, "systemic_raw": systemic_raw,
+                    "local": local_all, "scored": scored}
+        hedged = {
+            mech: [m for m in pm if m["assertion"] == "possible" and m["concept"] == f"{mech}_calcification"]
+            for mech in ("metastatic", "dystrophic")
+        }
+        explicit_dys = [s for s in scored if s.mention["concept"] == "dystrophic_calcification"]
+        active = [e for e in sys_ev if e.key in set(cf.get("active_labs", ()))]
+        active += [e for e in sys_ev if e.kind == "condition" and e.key in set(cf.get("active_conditions", ()))
+                   and not e.reason.endswith(", historical")]
+        kidney = cond_keys & set(cf.get("kidney_conditions", ()))
+        athero = cond_keys & set(cf.get("atherosclerotic_conditions", ()))
+        both = cf.get("both_sides")
+        specific_dys = [s for s in scored if s.mechanism == "dystrophic" and s.mention["concept"] != "calcification"]
+        for s in scored:
+            m, concept = s.mention, s.mention["concept"]
+            if concept in EXPLICIT_CONCEPTS:
+                continue
+            sentence = m["sentence"] or ""
+            # 1. generic wording at a site where a specific dystrophic lesion is described: same lesion
+            if concept == "calcification" and s.mechanism != "dystrophic" and s.own < threshold:
+                twin = next((t for t in specific_dys if _same_site(t.mention["site"], m["site"])), None)
+                if twin is not None:
+                    s.mechanism, s.twin = "dystrophic", twin
+                    s.note = Evidence(-threshold, f"same site as {twin.parts[0][1].split(':')[0]}, read as the same lesion",
+                                      twin.mention["note_id"], int(twin.mention["start"]), int(twin.mention["end"]), "mention")
+            # 2. evidence pulling both ways on the same deposit
+            if both:
+                pos = sum(w for w, _ in s.parts if w > 0)
+                neg = -sum(w for w, _ in s.parts if w < 0)
+                if pos >= both["min_each_side"] and neg >= both["min_each_side"] and abs(s.score) < both["margin"]:
+                    s.conflict = Evidence(0.0, f"conflicting evidence on one deposit: +{_fmt(round(pos, 1))} metastatic against "
+                                          f"-{_fmt(round(neg, 1))} dystrophic ({concept}, site {m['site']})",
+                                          m["note_id"], int(m["start"]), int(m["end"]), "mention")
+            # 3. vascular calcification: the report describes both intimal and medial calcification, or
+            #    states neither in a patient with kidney disease and atherosclerotic risk (labs not high)
+            if s.conflict is None and concept in cf.get("mixed_vascular_concepts", ()):
+                medial = self._pattern("medial_pattern", r"\bmedial\b|m[oö]nckeberg|tram[- ]?track|circumferential mural").search(sentence)
+                intimal = self._pattern("intimal_pattern", r"\bintimal\b|atheroscler|atheromatous|plaque").search(sentence)
+                if medial and intimal:
+                    s.conflict = Evidence(0.0, "the report describes both intimal (plaque) and medial vascular calcification",
+                                          m["note_id"], int(m["start"]), int(m["end"]), "mention")
+                elif not medial and not intimal and kidney and athero and not keys & set(cf.get("mixed_vascular_unless_labs", ())):
+                    s.conflict = Evidence(0.0, "vascular calcification with both kidney disease (" + ", ".join(k.upper() if len(k) <= 4 else k.replace("_", " ") for k in sorted(kidney))
+                                          + ") and atherosclerotic risk (" + ", ".join(a.replace("_", " ") for a in sorted(athero))
+                                          + "): medial or intimal not stated", m["note_id"], int(m["start"]), int(m["end"]), "mention")
+            # 4. a granulomatous / nodal deposit while calcium or phosphate is high now
+            if s.conflict is None and s.mechanism == "dystrophic" and concept in cf.get("driver_sensitive_concepts", ()) and active:
+                e = active[0]
+                s.conflict = Evidence(0.0, f"{e.reason}: granulomatous calcification may be old or laid down by the driver",
+                                      e.note_id, e.start, e.end, e.kind)
+            # 5. the report raises the other mechanism itself ("... versus metastatic calcification")
+            other = hedged["metastatic" if s.mechanism == "dystrophic" else "dystrophic"] if s.mechanism != "unclear" else []
+            if s.conflict is None and other and not (s.mechanism == "metastatic" and s.own >= threshold):
+                h = other[0]
+                s.conflict = Evidence(0.0, f"the report also offers {h['concept'].replace('_', ' ')} ({h['assertion']})",
+                                      h["note_id"], int(h["start"]), int(h["end"]), "mention")
+            # 6. an explicit 'dystrophic calcification' outweighs a deposit called metastatic only by context
+            if s.conflict is None and explicit_dys and s.mechanism == "metastatic" and s.own < threshold:
+                x = explicit_dys[0].mention
+                s.conflict = Evidence(0.0, "the report calls the calcification dystrophic; this deposit is metastatic only by context",
+                                      x["note_id"], int(x["start"]), int(x["end"]), "mention")
+            if s.conflict is not None:
+                s.mechanism = "unclear"
+        # a generic mention read as the same lesion as a specific one shares that lesion's conflict
+        for s in scored:
+            if s.twin is not None and s.twin.conflict is not None and s.conflict is None:
+                s.conflict, s.mechanism = s.twin.conflict, "unclear"
+        return {"sys_ev": sys_ev, "loc_ev": loc_ev, "systemic": systemic, "systemic_raw": systemic_raw,
+                "local": local_all, "scored": scored, "explicit_dystrophic": bool(explicit_dys)}
 
     # -- the case -------------------------------------------------------------------------------
 
@@ -263,14 +402,7 @@ class CaseClassifier:
     ) -> tuple[pd.DataFrame, pd.Series]:
         """Cases table, and the mechanism of every mention (aligned to ``mentions.index``)."""
         threshold = float(self.model.data["mechanism_threshold"])
-        cap = float(self.model.data["systemic"].get("cap", 6.0))
-        local_cap = float(self.model.data.get("local_cap", -4.0))
-        summary = lab_summary(labs) if len(labs) else pd.DataFrame(columns=["patient_id"])
-        summaries = {
-            r["patient_id"]: {k: (int(v) if k.endswith(("_start", "_end")) else v) for k, v in r.items()
-                              if k != "patient_id" and v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA}
-            for r in summary.astype(object).to_dict("records")
-        }
+        summaries = lab_summaries(labs)
         mechanism = pd.Series("", index=mentions.index, dtype="string")
         notes_per = notes.groupby("patient_id")["note_id"].nunique()
         rows = []
@@ -279,26 +411,17 @@ class CaseClassifier:
         mechanisms: dict = {}
         for pid in patient_ids:
             pm = by_patient_m.get(pid, [])
-            pc = by_patient_c.get(pid, [])
-            summ = summaries.get(pid, {})
-            sys_ev = self.systemic_evidence(summ, pc, ranges)
-            loc_ev = self.local_evidence(pc)
-            systemic = max(min(sum(e.weight for e in sys_ev), cap), -cap)
-            local = max(sum(e.weight for e in loc_ev), local_cap)
-            scored: list[tuple[float, dict, list]] = []
-            for m in pm:
-                if m["assertion"] != "present":
-                    continue
-                score, parts = self.mention_score(m["concept"], m["site"], m["sentence"], systemic, local)
-                mechanisms[m["_index"]] = "metastatic" if score >= threshold else "dystrophic" if score <= -threshold else "unclear"
-                scored.append((score, m, parts))
-            rows.append(self._case_row(pid, int(notes_per.get(pid, 0)), len(pm), scored, sys_ev, loc_ev, threshold, pm))
+            ctx = self.score_patient(pm, by_patient_c.get(pid, []), summaries.get(pid, {}), ranges)
+            for s in ctx["scored"]:
+                mechanisms[s.mention["_index"]] = s.mechanism
+            rows.append(self._case_row(pid, int(notes_per.get(pid, 0)), len(pm), ctx, threshold, pm))
         cases = pd.DataFrame(rows, columns=schema.CASES.names)
         if mechanisms:
             mechanism.loc[list(mechanisms)] = list(mechanisms.values())
         return schema.conform(cases, schema.CASES), mechanism
 
-    def _case_row(self, pid, n_notes, n_mentions, scored, sys_ev, loc_ev, threshold, pm) -> dict:
+    def _case_row(self, pid, n_notes, n_mentions, ctx, threshold, pm) -> dict:
+        scored, sys_ev, loc_ev = ctx["scored"], ctx["sys_ev"], ctx["loc_ev"]
         base = {"patient_id": pid, "n_notes": n_notes, "n_mentions": n_mentions, "n_present": len(scored),
                 "model": self.model.version}
         if not scored:
@@ -311,53 +434,113 @@ class CaseClassifier:
                 ev.append(Evidence(0.0, f"{m['concept']} {m['assertion']}", m["note_id"], int(m["start"]), int(m["end"]), "mention"))
             return base | {"label": "no_calcification", "confidence": conf, "score": 0.0,
                            "reasons": " | ".join(reasons), "evidence": json.dumps([e.pointer() for e in ev])}
-        met = [s for s in scored if s[0] >= threshold]
-        dys = [s for s in scored if s[0] <= -threshold]
+        met = [s for s in scored if s.mechanism == "metastatic"]
+        dys = [s for s in scored if s.mechanism == "dystrophic"]
+        conflicted = [s for s in scored if s.conflict is not None]
         if met:
-            label, lead = "metastatic", max(met, key=lambda s: s[0])
-            score = lead[0]
-            conf = 0.5 + 0.5 * math.tanh(abs(score) / 4)
-            if dys:
+            label, lead = "metastatic", max(met, key=lambda s: s.score)
+            conf = 0.5 + 0.5 * math.tanh(abs(lead.score) / 4)
+            if dys or conflicted:
                 conf -= 0.1
         elif dys:
-            label, lead = "dystrophic", min(dys, key=lambda s: s[0])
-            score = lead[0]
-            conf = 0.5 + 0.5 * math.tanh(abs(score) / 4)
+            # a clean dystrophic deposit (or the report's own 'dystrophic calcification') decides;
+            # a conflicting deposit elsewhere lowers the confidence
+            label, lead = "dystrophic", min(dys, key=lambda s: s.score)
+            conf = 0.5 + 0.5 * math.tanh(max(abs(lead.score), threshold) / 4)
+            if conflicted:
+                conf -= 0.15
+        elif conflicted:
+            label, lead = "indeterminate", max(conflicted, key=lambda s: abs(s.score))
+            conf = 0.65
         else:
-            label, lead = "indeterminate", max(scored, key=lambda s: abs(s[0]))
-            score = lead[0]
-            conf = 0.5 + 0.4 * (1 - abs(score) / threshold)
+            label, lead = "indeterminate", max(scored, key=lambda s: abs(s.score))
+            conf = 0.5 + 0.4 * (1 - abs(lead.score) / threshold)
         evidence = self._ranked_evidence(label, lead, scored, sys_ev, loc_ev, threshold)
         reasons = []
         for e in evidence:
             if e.reason not in reasons:
                 reasons.append(e.reason)
-        return base | {"label": label, "confidence": round(max(0.05, min(conf, 0.99)), 3), "score": round(score, 3),
+        return base | {"label": label, "confidence": round(max(0.05, min(conf, 0.99)), 3), "score": round(lead.score, 3),
                        "reasons": " | ".join(reasons[:8]), "evidence": json.dumps([e.pointer() for e in evidence])}
 
     @staticmethod
     def _ranked_evidence(label, lead, scored, sys_ev, loc_ev, threshold) -> list[Evidence]:
         sign = 1 if label == "metastatic" else -1 if label == "dystrophic" else 0
-        lead_score, lead_m, lead_parts = lead
+        lead_m = lead.mention
         ev: list[Evidence] = []
         m_ptr = dict(note_id=lead_m["note_id"], start=int(lead_m["start"]), end=int(lead_m["end"]), kind="mention")
-        for w, why in lead_parts:
-            if why in ("systemic drivers of high calcium or phosphate", "local tissue damage"):
+        if label == "indeterminate" and lead.conflict is not None:
+            ev.append(lead.conflict)
+        for i, (w, why) in enumerate(lead.parts):
+            if why in (SYSTEMIC_PART, LOCAL_PART):
                 continue
-            site = lead_m["site"]
-            text = why if "{" not in why else why
-            if why == lead_parts[0][1]:
-                text = f"{why} ({lead_m['assertion']}, site {site})"
+            text = f"{why} ({lead_m['assertion']}, site {lead_m['site']})" if i == 0 else why
             ev.append(Evidence(w, text, **m_ptr))
+        if lead.note is not None:
+            ev.append(lead.note)
         for e in sys_ev + loc_ev:
             ev.append(e)
+        head = ev[:1] if label == "indeterminate" and lead.conflict is not None else []
+        rest = ev[len(head):]
         if sign == 0:
-            ev.sort(key=lambda e: -abs(e.weight))
+            rest.sort(key=lambda e: -abs(e.weight))
         else:
-            ev.sort(key=lambda e: -(sign * e.weight))
+            rest.sort(key=lambda e: -(sign * e.weight))
+        ev = head + rest
         # the other present mentions come after the lead mention's own evidence and the patient's
-        others = sorted((s for s in scored if s is not lead), key=lambda s: -(sign * s[0]) if sign else -abs(s[0]))
-        for s, m, parts in others:
-            mech = "metastatic" if s >= threshold else "dystrophic" if s <= -threshold else "unclear"
-            ev.append(Evidence(s, f"also {parts[0][1]} ({mech} pattern, site {m['site']})", m["note_id"], int(m["start"]), int(m["end"]), "mention"))
+        others = sorted((s for s in scored if s is not lead), key=lambda s: -(sign * s.score) if sign else -abs(s.score))
+        for s in others:
+            m = s.mention
+            ev.append(Evidence(s.score, f"also {s.parts[0][1]} ({s.mechanism} pattern, site {m['site']})", m["note_id"],
+                               int(m["start"]), int(m["end"]), "mention"))
+            if s.conflict is not None and s.conflict.reason not in {e.reason for e in ev}:
+                ev.append(s.conflict)
         return ev
+
+
+# Concepts whose name already says where the calcium sits (no site weight) ...
+NO_SITE_CONCEPTS = ("calcified_granuloma", "metastatic_calcification", "dystrophic_calcification", "calciphylaxis")
+# ... and those that state the mechanism outright (never overruled by a conflict).
+EXPLICIT_CONCEPTS = ("metastatic_calcification", "dystrophic_calcification", "calciphylaxis")
+SYSTEMIC_PART = "systemic drivers of high calcium or phosphate"
+LOCAL_PART = "local tissue damage"
+_SITE_GROUPS = ({"lymph_node", "mediastinum"},)
+
+
+_NEGATED_BEFORE = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|rather than)\b[^.;:,]{0,30}$", re.IGNORECASE)
+
+
+def _affirmed_match(pattern: re.Pattern, sentence: str) -> bool:
+    """A cue counts when one of its matches is not negated just before it ("no necrosis" does not
+    say the tissue is necrotic)."""
+    return any(not _NEGATED_BEFORE.search(sentence[max(0, m.start() - 40):m.start()]) for m in pattern.finditer(sentence))
+
+
+def _same_site(a: str, b: str) -> bool:
+    if a == b:
+        return a != "unspecified"
+    return any(a in g and b in g for g in _SITE_GROUPS)
+
+
+@dataclass
+class Scored:
+    """A present mention with its score, the parts of the score, and its mechanism."""
+
+    score: float
+    parts: list[tuple[float, str]]
+    mention: dict
+    mechanism: str
+    own: float  # intrinsic + site + sentence cues (the deposit's own evidence, without patient context)
+    conflict: Evidence | None = None
+    note: Evidence | None = None
+    twin: "Scored | None" = None
+
+
+def lab_summaries(labs: pd.DataFrame) -> dict[str, dict]:
+    """``lab_summary`` as one plain dict per patient (missing values left out)."""
+    summary = lab_summary(labs) if len(labs) else pd.DataFrame(columns=["patient_id"])
+    return {
+        r["patient_id"]: {k: (int(v) if k.endswith(("_start", "_end")) else v) for k, v in r.items()
+                          if k != "patient_id" and v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA}
+        for r in summary.astype(object).to_dict("records")
+    }

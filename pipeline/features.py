@@ -7,8 +7,9 @@
 2. ``present_<concept>`` for every ANNOTATION.md concept: present mentions of that concept.
 3. Mention scores from ``CaseClassifier.mention_score`` over present mentions, exactly as the
    transparent classifier scores them: ``score_sum``, ``score_max``, ``score_min``, ``score_mean``
-   (0 with no present mention) and ``n_mech_metastatic`` / ``n_mech_dystrophic`` /
-   ``n_mech_unclear`` (mentions past +/- the evidence model's mechanism threshold).
+   (0 with no present mention), ``n_mech_metastatic`` / ``n_mech_dystrophic`` /
+   ``n_mech_unclear`` (each mention's mechanism, as in the mentions table) and ``n_conflicting``
+   (mentions left unclear because the evidence pulls both ways; ``CaseClassifier.score_patient``).
 4. Patient context from ``CaseClassifier.systemic_evidence`` / ``local_evidence``:
    ``systemic`` and ``local`` (the capped totals the mention scores use), ``systemic_raw``
    (uncapped), ``systemic_labs`` / ``systemic_conditions`` (sums of lab and condition evidence),
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import vocab
-from pipeline.cases import CaseClassifier, lab_summary
+from pipeline.cases import CaseClassifier, lab_summaries
 
 LAB_FEATURES: tuple[str, ...] = (
     "max_calcium", "max_calcium_corrected", "max_phosphate", "max_pth", "min_egfr",
@@ -53,7 +54,8 @@ def feature_names() -> list[str]:
     """Every column of ``case_features``, in order."""
     names = ["n_mentions"] + [f"n_{a}" for a in vocab.ASSERTIONS]
     names += [f"present_{c}" for c in vocab.CONCEPTS]
-    names += ["score_sum", "score_max", "score_min", "score_mean", "n_mech_metastatic", "n_mech_dystrophic", "n_mech_unclear"]
+    names += ["score_sum", "score_max", "score_min", "score_mean", "n_mech_metastatic", "n_mech_dystrophic", "n_mech_unclear",
+              "n_conflicting"]
     names += ["systemic", "local", "systemic_raw", "systemic_labs", "systemic_conditions", "n_systemic_evidence", "n_local_evidence"]
     for lab in LAB_FEATURES:
         names += [lab, f"{lab}_missing"]
@@ -80,12 +82,7 @@ def case_features(
     """One row of numeric features per patient of ``notes`` (see the module docstring)."""
     clf = classifier or CaseClassifier()
     ranges = default_ranges() if ranges is None else ranges
-    data = clf.model.data
-    threshold = float(data["mechanism_threshold"])
-    # The same caps CaseClassifier.classify applies before scoring mentions.
-    cap = float(data["systemic"].get("cap", 6.0))
-    local_cap = float(data.get("local_cap", -4.0))
-    summary = lab_summary(labs).set_index("patient_id") if len(labs) else pd.DataFrame()
+    summaries = lab_summaries(labs)
     names = feature_names()
     cond_cols = {n for n in names if n.startswith("cond_")}
     patient_ids = sorted(pd.Series(notes["patient_id"]).dropna().astype(str).unique().tolist())
@@ -95,12 +92,11 @@ def case_features(
     for pid in patient_ids:
         pm = by_mentions.get(pid, mentions.iloc[0:0])
         pc = by_conditions.get(pid, conditions.iloc[0:0])
-        summ = summary.loc[pid].dropna().to_dict() if pid in summary.index else {}
-        sys_ev = clf.systemic_evidence(summ, pc, ranges)
-        loc_ev = clf.local_evidence(pc)
-        systemic_raw = sum(e.weight for e in sys_ev)
-        systemic = max(min(systemic_raw, cap), -cap)
-        local = max(sum(e.weight for e in loc_ev), local_cap)
+        summ = summaries.get(pid, {})
+        # Exactly what CaseClassifier.classify computes for the patient (caps, conflicts, mechanisms).
+        ctx = clf.score_patient(pm.astype(object).where(pm.notna(), None).to_dict("records"), pc, summ, ranges)
+        sys_ev, loc_ev = ctx["sys_ev"], ctx["loc_ev"]
+        systemic_raw, systemic, local = ctx["systemic_raw"], ctx["systemic"], ctx["local"]
         row: dict = {"n_mentions": float(len(pm))}
         counts = pm["assertion"].value_counts()
         for a in vocab.ASSERTIONS:
@@ -109,14 +105,16 @@ def case_features(
         per_concept = present["concept"].value_counts()
         for c in vocab.CONCEPTS:
             row[f"present_{c}"] = float(per_concept.get(c, 0))
-        scores = [clf.mention_score(m["concept"], m["site"], m["sentence"], systemic, local)[0] for _, m in present.iterrows()]
+        scores = [x.score for x in ctx["scored"]]
+        mechs = [x.mechanism for x in ctx["scored"]]
         row["score_sum"] = float(sum(scores))
         row["score_max"] = float(max(scores, default=0.0))
         row["score_min"] = float(min(scores, default=0.0))
         row["score_mean"] = float(np.mean(scores)) if scores else 0.0
-        row["n_mech_metastatic"] = float(sum(s >= threshold for s in scores))
-        row["n_mech_dystrophic"] = float(sum(s <= -threshold for s in scores))
-        row["n_mech_unclear"] = float(len(scores)) - row["n_mech_metastatic"] - row["n_mech_dystrophic"]
+        row["n_mech_metastatic"] = float(mechs.count("metastatic"))
+        row["n_mech_dystrophic"] = float(mechs.count("dystrophic"))
+        row["n_mech_unclear"] = float(mechs.count("unclear"))
+        row["n_conflicting"] = float(sum(x.conflict is not None for x in ctx["scored"]))
         row["systemic"] = float(systemic)
         row["local"] = float(local)
         row["systemic_raw"] = float(systemic_raw)
