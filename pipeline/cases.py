@@ -165,6 +165,10 @@ def lab_summary(labs: pd.DataFrame) -> pd.DataFrame:
         columns[prefix + "_note"] = pick["note_id"]
         columns[prefix + "_start"] = pick["start"].astype("Int64")
         columns[prefix + "_end"] = pick["end"].astype("Int64")
+        # a structured row has no note: its file:row and date say where the value came from
+        structured = pick["note_id"].isna()
+        columns[prefix + "_row"] = pick["text"].where(structured, None) if "text" in pick else None
+        columns[prefix + "_date"] = pick["note_date"].where(structured, None)
     if not columns:
         return pd.DataFrame(columns=["patient_id"])
     return pd.DataFrame(columns).rename_axis("patient_id").reset_index()
@@ -187,6 +191,10 @@ class CaseClassifier:
             prefix = f"{how}_{analyte}"
             lo, hi = ranges.get(analyte, (None, None))
             text = sy[key]["why"].format(value=_fmt(round(value, 2)), high=_fmt(hi) if hi is not None else "")
+            row = summary.get(prefix + "_row")
+            if summary.get(prefix + "_note") is None and row:
+                taken = summary.get(prefix + "_date")
+                text += f" (structured labs {row.split(' ')[0]}" + (f", taken {taken})" if taken else ")")
             return Evidence(sy[key]["weight"], text, summary.get(prefix + "_note"), summary.get(prefix + "_start"),
                             summary.get(prefix + "_end"), "lab")
 

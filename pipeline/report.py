@@ -656,6 +656,8 @@ def _pointer(run: Run, item: dict, data: _CaseData, text: str | None = None) -> 
     """A link to one evidence item's highlighted span, naming its note, date and section."""
     nid, kind = item.get("note_id"), _str(item.get("kind"), "mention")
     start, end = item.get("start"), item.get("end")
+    if nid is None and kind == "lab":
+        return '<a class="src" href="#key-labs">[structured labs, see Key labs]</a>'
     if nid is None or start is None or end is None:
         return '<span class="src">patient-level</span>'
     section = None

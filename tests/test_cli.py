@@ -162,3 +162,14 @@ def test_structured_labs_are_merged_normalised_and_used(tmp_path):
     assert len(failures) == 1 and "unknown analyte 'sodium'" in failures[0]["error"]
     result = run_cli("run", str(src), "--labs", str(tmp_path / "missing.csv"), "--out", str(out), "--no-prefect")
     assert result.returncode == 2 and "labs file not found" in result.stderr
+
+
+def test_structured_lab_reasons_name_their_file_row_and_date(tmp_path):
+    src = write_csv(tmp_path / "notes.csv", [NOTES[0]])
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,analyte,value,unit,taken_at\np1,Calcium,12.4,mg/dL,2024-03-05\n")
+    out = tmp_path / "out"
+    assert cli.main(["run", str(src), "--labs", str(labs), "--out", str(out), "--no-prefect", "--no-report"]) == 0
+    reasons = pd.read_parquet(out / "cases.parquet").set_index("patient_id").loc["p1", "reasons"].split(" | ")
+    calcium = [r for r in reasons if r.startswith("serum calcium 12.4")]
+    assert calcium and all(r.endswith("(structured labs labs.csv:2, taken 2024-03-05)") for r in calcium)
