@@ -34,6 +34,7 @@ _UNITS = (
 _UNIT_RE = re.compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE)
 _DOSE_RE = re.compile(
     r"[ \t]*(?:mg|mcg|µg|ug|g|grams?|units?|iu|tabs?|tablets?|caps?|capsules?|meq|mmol|ml)\b(?!/)(?![ \t]*[-:=])(?![ \t]+\d)"
+    r"|[ \t]*(?:mg|mcg|µg|ug|g|units?|iu)/(?:\d|(?:day|d|dose|kg|wk|week|h|hr)\b)"
     r"|[ \t]*(?:daily|bid|tid|qid|qd|qhs|weekly|monthly|po|iv|with meals|q\d+h)\b",
     re.IGNORECASE,
 )
@@ -45,7 +46,7 @@ _RANGE_RE = re.compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|n
 _ARROW_RE = re.compile(rf"[ \t]*(?:->|-->|→|=>|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
 _PAREN_RE = re.compile(
     rf"[ \t]*\((?P<word>baseline|prior|previous|prev|was|from|admission|peak|nadir|corrected|corr|adjusted"
-    rf"|pre-?op|post-?op|osh|outside|previously|last|up from|down from)"
+    rf"|pre-?op|post-?op|osh|outside|previously|last|up from|down from|repeat|repeated|recheck)"
     rf"[ \t:]*(?:of[ \t]*|was[ \t]*)?~?(?P<num>{_NUM})(?:[ \t]*(?:-|–|to)[ \t]*(?P<num2>{_NUM}))?[^)\n]{{0,20}}\)",
     re.IGNORECASE,
 )
@@ -61,13 +62,13 @@ _CONNECTOR_WORDS = frozenset(
     "mildly markedly severely slightly significantly very normal lvl estimated "
     "has have had been run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied "
     "nadir nadired suppressed appropriately inappropriately fell climbed went trend baseline around about approximately "
-    "approx".split()
+    "approx improving worsening rising falling downtrending uptrending".split()
 )
 _RANGE_VERBS = frozenset("run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied been baseline".split())
 _CONNECTOR_RE = re.compile(r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\))", re.IGNORECASE)
 _UNIT_LIKE_NAMES = frozenset({"mg"})  # analyte names that are also units of a preceding number
 # names that only count with a value the analyte can have ("P 5.1" is phosphate, "P 88" a pulse)
-_WEAK_NAMES = frozenset({"p", "corrected", "ionized", "ionised"})
+_WEAK_NAMES = frozenset({"p", "corrected", "ionized", "ionised", "mg"})
 _ION_NAMES = frozenset({"ca++", "ca2+"})  # ICU shorthand: ionized calcium when the value is ionized-sized
 _FLAG_WORDS = {
     "elevated": "high", "high": "high", "increased": "high", "low": "low", "decreased": "low", "normal": "normal",
@@ -81,7 +82,11 @@ _REF_HEAD = re.compile(  # a reference range, or a one-sided one with its unit, 
     re.IGNORECASE,
 )
 _GAP_RE = re.compile(r"[ \t]*(?P<cmp><=|>=|≤|≥|<|>)?[ \t]*~?[ \t]*")  # "~1.0" is a plain value
-_NOT_VALUE_AFTER = re.compile(r"[ \t]*(?:-|–)[ \t]*\d|/\d|[.:]\d|[ \t]?x[ \t]*(?:uln|normal|upper|the)\b", re.IGNORECASE)
+_NOT_VALUE_AFTER = re.compile(  # a range, a date, a time, a multiple, a duration, a percentage or a size
+    r"[ \t]*(?:-|–)[ \t]*\d|/\d|[.:]\d|[ \t]?x[ \t]*(?:uln|normal|upper|the)\b|[ \t]*%"
+    r"|[ \t]*(?:days?|wks?|weeks?|months?|mos?|years?|yrs?|hours?|hrs?|min(?:utes)?|mm|cm|mmhg|bpm|kg|lbs?)\b",
+    re.IGNORECASE,
+)
 _RANGE_AFTER = re.compile(rf"[ \t]*(?:-|–|to)[ \t]*(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
 _BETWEEN_AFTER = re.compile(rf"[ \t]+and[ \t]+(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
 _TO_AFTER = re.compile(rf"[ \t]+to[ \t]+(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
@@ -99,6 +104,7 @@ _WHEN = (
     r"|at discharge|on discharge|yesterday|today|tonight|this (?:morning|am|afternoon|evening)|overnight"
     r"|last (?:night|week|month|year|visit)|(?:two|three|four|a few|\d+) (?:days|weeks|months|years) ago"
     r"|pre-?op(?:eratively)?|post-?op(?:eratively)?|(?:in|on|at|by) (?:hd|pod|day|hospital day|d) ?#?\d+"
+    r"|(?:in |on )?\[\*\*[^*\n]{1,40}\*\*\]"
     r"|on \d{1,2}/\d{1,2}(?:/\d{2,4})?"
     rf"|in {_MONTHS}(?: \d{{4}})?|in \d{{4}}|at \d{{3,4}}h?\b|at \d{{1,2}}:\d{{2}}(?: ?[ap]m)?"
     rf"|\({_MONTHS}(?: \d{{2,4}})?\)|\(\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?\)"
@@ -111,12 +117,12 @@ _TIME_SKIP = re.compile(
 )
 # "and improved to 9.8", ", now 2.4", ", repeat 11.4", "from baseline 1.7"
 _TREND_NEXT = re.compile(
-    r"[ \t]*[,;]?[ \t]*(?:(?:and|but)[ \t]+)?(?:(?:subsequently|then|later|further|since)[ \t]+)?"
+    r"(?:[.;][ \t]+(?=(?:repeat|recheck)(?:ed)?\b)|[ \t]*[,;]?[ \t]*)(?:(?:and|but)[ \t]+)?(?:(?:subsequently|then|later|further|since)[ \t]+)?"
     r"(?:(?P<verb>improved|improving|decreased|increased|fell|dropped|declined|rose|climbed|trended|trending|came down|"
     r"went|down|up|peaked|nadired|normalized|recovered|rebounded)[ \t]+(?P<prep>to|at|from)"
-    r"|(?P<bare>now|was|is|repeat|repeated|then|baseline|prior|previously"
+    r"|(?P<bare>now|was|is|repeat|repeated|recheck|rechecked|then|baseline|prior|previously"
     r"|from(?:[ \t]+(?:a[ \t]+)?(?:baseline|prior|previous|peak|admission))?)(?:[ \t]+of)?)"
-    rf"[ \t]*(?P<num>{_NUM})(?![\d/])",
+    rf"[ \t]*(?P<num>{_NUM})(?![\d/]|[.,]\d|[-(]?[a-z(])",
     re.IGNORECASE,
 )
 # ", 1.01 at 0400", "and 10.9 today", ", 11.4 (Mar)": another value of a series, confirmed by its time
@@ -127,7 +133,7 @@ _SERIES_NEXT = re.compile(
 )
 # "Calcium 9.9, 10.2, 10.5": bare values in a comma list (two or more, of the same size as the first)
 _COMMA_LIST = re.compile(
-    rf"(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(,]|\.\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
+    rf"(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
     r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b)))" + "{2,}",
     re.IGNORECASE,
 )
@@ -280,19 +286,15 @@ class LabExtractor:
         else:
             scan, name_re, pair_re = text, self.name_re, self.pair_re
         names = list(name_re.finditer(scan))
-        if not names:
-            return []
-        taken: list[tuple[int, int]] = []
-        veto, vtext = (self.veto_lc, low) if scan is low and self.veto_lc is not None else (self.veto_any, text)
-        for lo, hi in _windows(names, len(text)):  # vetoes only near analyte names
-            taken.extend((m.start(), m.end()) for m in veto.finditer(vtext, lo, hi))
         out: list[LabValue] = []
+        taken: list[tuple[int, int]] = []
 
         def free(a: int, b: int) -> bool:
             return not any(s < b and a < e for s, e in taken)
 
-        if "/" in text or "|" in text:
-            for bmp in (_BMP_SLASH, _BMP_BONE) if _BMP_GATE.search(text) else ():
+        if ("/" in text or "|" in text) and _BMP_GATE.search(text):
+            # BMP shorthand and fishbones need no analyte name: BUN and creatinine by position
+            for bmp in (_BMP_SLASH, _BMP_BONE):
                 for m in bmp.finditer(text):
                     k = float(m.group("k"))
                     if not (1.5 <= k <= 9.9) or not free(m.start(), m.end()):
@@ -300,6 +302,11 @@ class LabExtractor:
                     out.append(LabValue(m.start("bun"), m.end("bun"), "bun", _number(m.group("bun")), None, text=m.group("bun")))
                     out.append(LabValue(m.start("cr"), m.end("cr"), "creatinine", _number(m.group("cr")), None, text=m.group("cr")))
                     taken.append((m.start(), m.end()))
+        if not names:
+            return out
+        veto, vtext = (self.veto_lc, low) if scan is low and self.veto_lc is not None else (self.veto_any, text)
+        for lo, hi in _windows(names, len(text)):  # vetoes only near analyte names
+            taken.extend((m.start(), m.end()) for m in veto.finditer(vtext, lo, hi))
 
         for m in self._pairs(scan, pair_re, names) if "/" in text else ():
             pair_names = self.pair_split.split(m.group("names"))
@@ -338,6 +345,8 @@ class LabExtractor:
         analyte = found[0].analyte
         if name in _WEAK_NAMES and not self._plausible(analyte, found[0].value):
             return []
+        if name == "p" and m.start() and text[m.start() - 1] == "/":
+            return []  # "A/P: 9 mm", "s/p 8 wks"
         if not self._plausible(analyte, found[0].value) and found[0].value.is_integer() and 1900 <= found[0].value <= 2100:
             return []  # a year ("breast Ca 2009")
         head = text[max(0, m.start() - 80) : m.start()]
