@@ -145,15 +145,13 @@ _DECIMAL_COMMA = re.compile(r"\d+,\d{1,2}")
 _CELL_FLAG = re.compile(r"\((hh|ll|h|l)\)|\b(hh|ll|h|l)\b|([↑↓])", re.IGNORECASE)
 _LIST_NUMBER = re.compile(r"\d{1,2}[.)](?:[ \t]|\Z)")
 _SENTENCE_START = re.compile(r"[\s\S]*(?:[;\n]|\.(?!\d))")
-_FAMILY = re.compile(
-    r"\b(?:mother|father|sister|brother|mom|dad|sibling|aunt|uncle|grandmother|grandfather|cousin|daughter|son|twin)"
-    r"(?:'s\b|\b[^,;\n]{0,25}?\b(?:had|has|was|with)\b)",
-    re.IGNORECASE,
-)
+_KIN = r"\b(?:mother|father|sister|brother|mom|dad|sibling|aunt|uncle|grandmother|grandfather|cousin|daughter|son|twin)"
+_FAMILY = re.compile(rf"{_KIN}'s\b", re.IGNORECASE)  # "her father's PTH was 70": the rest of the sentence is the relative's
+_FAMILY_CLAUSE = re.compile(rf"{_KIN}\b[^,;\n]{{0,25}}?\b(?:had|has|was|with)\b[^,]*\Z", re.IGNORECASE)  # "Mother (XLH) had phos 1.9"
 _NOT_PATIENT_JUST_BEFORE = re.compile(r"\b(?:donor|post-?filter|circuit|dialysate|bath)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
 _THRESHOLD_CUE = re.compile(r"\b(?:if|goal|target|keep|hold|until|once|unless|when|aim|maintain|titrate|replete|call|notify|prn|criteria|eligible|threshold)\b", re.IGNORECASE)
-_SCREEN_CUES = re.compile(  # any word the screens below look for: a cheap first test over the lower-cased text
-    "(?<![a-z])(?:" + trie_pattern(
+_SCREEN_CUES = re.compile(  # any word the screens below look for (also inside words): a cheap first test
+    "(?:" + trie_pattern(
         "mother father sister brother mom dad sibling aunt uncle grand cousin daughter son twin donor post-filter "
         "postfilter circuit dialysate bath goal target aim keep if hold until once unless when titrate replete call "
         "notify prn criteria eligible threshold".split()
@@ -176,6 +174,22 @@ _BMP_BONE = re.compile(
     r"(?:\n[ \t]*-{3,}[ \t]*(?:<[ \t]*\d{2,4})?[ \t]*\n[ \t]*|[ \t]*)"
     r"(?P<k>\d(?:\.\d{1,2})?)[ \t]*\|[ \t]*(?P<co2>\d{1,2})[ \t]*\|[ \t]*(?P<cr>\d{1,2}(?:\.\d{1,2})?)(?![\d.])"
 )
+
+
+_CELL_SPLIT = re.compile(r"[^\t|]+?(?=[ \t]{2,}|\t|[ \t]*\||[ \t]*$)", re.MULTILINE)
+_DATA_CELL = re.compile(rf"(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*(?P<flag>\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?\Z", re.IGNORECASE)
+_ROW_HEAD_WORDS = frozenset("date time day labs lab collected drawn result results hd pod visit".split())
+
+
+def _cells(line: str, offset: int) -> list[tuple[int, int, str]]:
+    """Cells of a table row separated by two or more blanks, a tab or '|': (start, end, text) in the note."""
+    out = []
+    for c in _CELL_SPLIT.finditer(line):
+        cell = c.group(0).strip()
+        if cell:
+            start = offset + c.start() + len(c.group(0)) - len(c.group(0).lstrip())
+            out.append((start, start + len(cell), cell))
+    return out
 
 
 def _column_flag(cell: str) -> str | None:
@@ -304,6 +318,11 @@ class LabExtractor:
                     taken.append((m.start(), m.end()))
         if not names:
             return out
+        if len(names) >= 2:
+            for v, span in self._header_tables(text, names):
+                if free(*span):
+                    out.append(v)
+                    taken.append(span)
         veto, vtext = (self.veto_lc, low) if scan is low and self.veto_lc is not None else (self.veto_any, text)
         for lo, hi in _windows(names, len(text)):  # vetoes only near analyte names
             taken.extend((m.start(), m.end()) for m in veto.finditer(vtext, lo, hi))
@@ -338,6 +357,54 @@ class LabExtractor:
         out.sort(key=lambda v: v.start)
         return out
 
+    def _header_tables(self, text: str, names: list[re.Match]):
+        """A table whose header row names the analytes and whose rows are dates or times:
+        "Date     Ca     Phos   PTH" then "3/01     10.9   4.1    88". Yields (value, span of the cell)."""
+        by_line: dict[int, list[re.Match]] = {}
+        for m in names:
+            by_line.setdefault(text.rfind("\n", 0, m.start()) + 1, []).append(m)
+        for start, found in by_line.items():
+            if len(found) < 2:
+                continue
+            end = text.find("\n", start)
+            end = len(text) if end == -1 else end
+            spans = [(m.start(), m.end()) for m in found]
+            if any(ch.isdigit() and not any(a <= i < b for a, b in spans) for i, ch in enumerate(text[start:end], start)):
+                continue  # a header row holds names, no values
+            cells = _cells(text[start:end], start)
+            heads = []
+            for cs, ce, cell in cells:
+                analyte = self._analyte(cell)
+                if analyte is not None and not cell.lower() == "p":
+                    heads.append((cs - start, ce - start, analyte))
+                elif cell.lower().rstrip(":") not in _ROW_HEAD_WORDS or cs != cells[0][0]:
+                    heads = []
+                    break
+            if len(heads) < 2:
+                continue
+            pos = end + 1
+            while pos < len(text):
+                row_end = text.find("\n", pos)
+                row_end = len(text) if row_end == -1 else row_end
+                row = _cells(text[pos:row_end], pos)
+                got = []
+                for cs, ce, cell in row:
+                    d = _DATA_CELL.match(cell)
+                    if not d:
+                        continue
+                    a, b = cs - pos, ce - pos  # columns within the row, as the header's
+                    col = min(heads, key=lambda h: abs(h[0] - a) if h[0] <= b and a <= h[1] + 2 else 10**6)
+                    if not (col[0] <= b and a <= col[1] + 2):
+                        continue
+                    s0 = cs + (d.start("cmp") if d.group("cmp") else d.start("num"))
+                    e0 = cs + (d.end("flag") if d.group("flag") else d.end("num"))
+                    got.append((LabValue(s0, e0, col[2], _number(d.group("num")), None, d.group("cmp"),
+                                         _flag(_column_flag(d.group("flag") or "")), text[s0:e0]), (s0, e0)))
+                if not got:
+                    break
+                yield from got
+                pos = row_end + 1
+
     def _screen(self, text: str, m: re.Match, found: list[LabValue]) -> list[LabValue]:
         """Drop what is not the patient's value: weak names without a plausible value, relatives' and donors'
         values, fluid compositions, thresholds and goals; relabel ICU "Ca++" values that are ionized."""
@@ -352,7 +419,8 @@ class LabExtractor:
         head = text[max(0, m.start() - 80) : m.start()]
         if _SCREEN_CUES.search(head.lower()):
             before = _sentence_before(text, m.start())
-            if _FAMILY.search(before) or _NOT_PATIENT_JUST_BEFORE.search(before) or _GOAL_JUST_BEFORE.search(before):
+            if (_FAMILY.search(before) or _FAMILY_CLAUSE.search(before) or _NOT_PATIENT_JUST_BEFORE.search(before)
+                    or _GOAL_JUST_BEFORE.search(before)):
                 return []
             if found[0].comparator and _THRESHOLD_CUE.search(before[-40:]):
                 return []
@@ -453,7 +521,8 @@ class LabExtractor:
         value = _number(num.group(0))
         # a patient's own range over time: "Ca 10.8-11.1 over past year", "has run 10.6 to 11.2", "between X and Y"
         own = None
-        if words & _RANGE_VERBS or _BASELINE_BEFORE.search(text[max(0, m.start() - 15) : m.start()]):
+        lead = text[max(0, m.start() - 15) : m.start()]
+        if words & _RANGE_VERBS or ("aseline" in lead.lower() and _BASELINE_BEFORE.search(lead)):
             own = (_BETWEEN_AFTER if "between" in words else _RANGE_AFTER).match(text, vend)
         else:
             rng = _RANGE_AFTER.match(text, vend)
@@ -567,7 +636,7 @@ class LabExtractor:
                         values.append(LabValue(n.start(), n.end(), analyte, _number(n.group(0)), unit, text=n.group(0)))
                     pos = lst.end()
                     continue
-            prose = _PROSE_PAREN.match(text, pos)
+            prose = _PROSE_PAREN.match(text, pos) if text.find("(", pos, pos + 45) != -1 else None
             if prose and (_PAREN_RE.match(text, prose.end())):
                 pos = prose.end()
                 continue

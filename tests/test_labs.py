@@ -259,3 +259,26 @@ def test_text_whose_lower_case_changes_length_reads_the_same(x):
 )
 def test_sample_style_sentences(x, text, expected):
     assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Trended labs:\nDate      Ca      Alb     Phos    PTH\n4/2       12.9 H  2.8 L   2.0 L   9\n"
+         "4/3       11.7 H  2.9 L   2.4\nPlan: continue fluids.",
+         [("calcium", 12.9), ("albumin", 2.8), ("phosphate", 2.0), ("pth", 9),
+          ("calcium", 11.7), ("albumin", 2.9), ("phosphate", 2.4)]),
+        ("| Date | Ca | Phos | PTH |\n| 4/2 | 12.9 | 2.0 | 9 |\n| 4/3 | 11.7 | | |",
+         [("calcium", 12.9), ("phosphate", 2.0), ("pth", 9), ("calcium", 11.7)]),
+        ("DATE        CA     PHOS   MG\n03/01 0600  8.1 L  6.2 H  2.0",
+         [("calcium", 8.1), ("phosphate", 6.2), ("magnesium", 2.0)]),
+        ("Ca Phos PTH Cr were all checked on 3/1.\n4 10 12", []),  # prose naming analytes is no header
+    ],
+)
+def test_tables_with_analytes_in_the_header_row(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_header_table_cells_are_spanned_by_value_and_flag(x):
+    first, second = x.extract("Date      Ca      Alb\n4/2       12.9 H  2.8 L")
+    assert (first.text, first.flag_written, second.text, second.flag_written) == ("12.9 H", "high", "2.8 L", "low")
