@@ -62,10 +62,16 @@ _CONNECTOR_WORDS = frozenset(
     "mildly markedly severely slightly significantly very normal lvl estimated "
     "has have had been run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied "
     "nadir nadired suppressed appropriately inappropriately fell climbed went trend baseline around about approximately "
-    "approx improving worsening rising falling downtrending uptrending".split()
+    "approx improving worsening rising falling downtrending uptrending inorganic calculated fasting venous arterial "
+    "random whole".split()
 )
 _RANGE_VERBS = frozenset("run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied been baseline".split())
-_CONNECTOR_RE = re.compile(r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\))", re.IGNORECASE)
+_CONNECTOR_RE = re.compile(
+    r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\)"
+    r"|,(?=[ \t]*(?:serum|plasma|blood|whole blood|total|inorganic|intact|estimated|calculated|fasting|venous|arterial|random)\b)"
+    r"|\((?:(?:hh|ll|h|l|a|abn|critical|high|low)\)|[a-z][a-z .,/-]{1,24}\d?\)))",  # "(MDRD)", "(PO4)", "(intact)"
+    re.IGNORECASE,
+)
 _UNIT_LIKE_NAMES = frozenset({"mg"})  # analyte names that are also units of a preceding number
 # names that only count with a value the analyte can have ("P 5.1" is phosphate, "P 88" a pulse)
 _WEAK_NAMES = frozenset({"p", "corrected", "ionized", "ionised", "mg"})

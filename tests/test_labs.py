@@ -282,3 +282,21 @@ def test_tables_with_analytes_in_the_header_row(x, text, expected):
 def test_header_table_cells_are_spanned_by_value_and_flag(x):
     first, second = x.extract("Date      Ca      Alb\n4/2       12.9 H  2.8 L")
     assert (first.text, first.flag_written, second.text, second.flag_written) == ("12.9 H", "high", "2.8 L", "low")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Calcium, serum 10.4 mg/dL; Phosphorus, inorganic 5.9; Magnesium, serum 1.9",
+         [("calcium", 10.4), ("phosphate", 5.9), ("magnesium", 1.9)]),
+        ("Vitamin D, 25-hydroxy, total: 18 ng/mL; Alkaline phosphatase, total 310 U/L",
+         [("vitamin_d_25oh", 18), ("alkaline_phosphatase", 310)]),
+        ("eGFR (MDRD) 52; GFR, estimated 44; Phosphate (PO4) 1.8 mmol/L", [("egfr", 52), ("egfr", 44), ("phosphate", 1.8)]),
+        ("Ca (corrected) 10.6; Ca corrected for albumin 10.8", [("calcium_corrected", 10.6), ("calcium_corrected", 10.8)]),
+        ("Mg++ 1.4, ALK PHOSPHATASE 188, ionized Ca++ 1.05, Ca 2+ 2.65 mmol/L",
+         [("magnesium", 1.4), ("alkaline_phosphatase", 188), ("ionized_calcium", 1.05), ("calcium", 2.65)]),
+        ("Ca, Phos, Mg pending; recheck in 3 days.", []),
+    ],
+)
+def test_qualified_names(x, text, expected):
+    assert analytes_values(x, text) == expected
