@@ -39,7 +39,7 @@ _DOSE_RE = re.compile(
     re.IGNORECASE,
 )
 _FLAG_RE = re.compile(
-    r"[ \t]*(?:\((?P<pflag>hh|ll|h|l|high|low|critical|abn|a)\)|(?P<flag>hh|ll|h|l|high|low)\b|(?P<arrow>[↑↓])|(?P<star>\*))",
+    r"[ \t]*(?:[(\[](?P<pflag>hh|ll|h|l|high|low|critical|abn|a)[)\]]|(?P<flag>hh|ll|h|l|high|low)\b|(?P<arrow>[↑↓])|(?P<star>\*))",
     re.IGNORECASE,
 )
 _RANGE_RE = re.compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|normal[ \t:]*)?{_NUM}[ \t]*(?:-|–|to)[ \t]*{_NUM}[ \t]*[\])]?", re.IGNORECASE)
@@ -64,6 +64,14 @@ _CONNECTOR_WORDS = frozenset(
     "nadir nadired suppressed appropriately inappropriately fell climbed went trend baseline around about approximately "
     "approx improving worsening rising falling downtrending uptrending inorganic calculated fasting venous arterial "
     "random whole".split()
+)
+# a date or a clock time between the name and the value: "Calcium (03/12/2024): 10.4", "Ca on 3/12 was 10.9",
+# "Ca at 0600: 9.8" -- only when a value follows it
+_WHEN_CONNECTOR = re.compile(
+    r"[ \t]*(?:\(\d{1,2}/\d{1,2}(?:/\d{2,4})?\)|(?<=on )\d{1,2}/\d{1,2}(?:/\d{2,4})?(?![\d./])"
+    r"|(?<=at )(?:(?:[01]\d|2[0-3]):?[0-5]\d(?:[ \t]?h(?:rs)?)?|\d{1,2}:\d{2}(?:[ \t]?[ap]m)?)(?![\d.,]))"
+    r"(?=[ \t]*[:=,-]?[ \t]*(?:was|is|of|[<>])?[ \t]*\d)",
+    re.IGNORECASE,
 )
 _RANGE_VERBS = frozenset("run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied been baseline".split())
 _CONNECTOR_RE = re.compile(
@@ -473,6 +481,10 @@ class LabExtractor:
         # connector words between name and number
         for _ in range(6):
             c = _CONNECTOR_RE.match(text, pos)
+            w = _WHEN_CONNECTOR.match(text, pos) if c is None or not c.group(0).strip().isalpha() else None
+            if w:
+                pos = w.end()
+                continue
             if not c:
                 break
             token = c.group(0).strip().lower()
@@ -521,6 +533,8 @@ class LabExtractor:
         num = _NUM_RE.match(text, pos)
         if not num or (pos == m.end()):
             return []  # no value, or a value glued to the name ("Vitamin D3")
+        if re.match(r"0\d{3}(?![\d.])", num.group(0)):
+            return []  # "0600": a clock time
         vstart, vend = pos, num.end()
         if "\n" in text[m.end() : vstart] and _LIST_NUMBER.match(text, vstart):
             return []  # "Trend Cr\n2. HTN": list numbering on the next line

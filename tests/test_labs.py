@@ -300,3 +300,20 @@ def test_header_table_cells_are_spanned_by_value_and_flag(x):
 )
 def test_qualified_names(x, text, expected):
     assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Calcium (03/12/2024): 10.4; Calcium on 3/12 was 10.9", [("calcium", 10.4), ("calcium", 10.9)]),
+        ("Ca at 0600: 9.8; Cr at 06:00 1.2", [("calcium", 9.8), ("creatinine", 1.2)]),
+        ("PTH peaked at 1200. Ca at 0600.", [("pth", 1200)]),  # a value after 'at' unless a value follows it
+    ],
+)
+def test_dates_and_times_between_name_and_value(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_bracketed_flag(x):
+    (v,) = x.extract("Calcium: 11.2 [H]")
+    assert (v.value, v.flag_written) == (11.2, "high")
