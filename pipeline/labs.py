@@ -190,6 +190,7 @@ _BMP_BONE = re.compile(
 )
 
 
+_DIGIT = re.compile(r"\d")
 _CELL_SPLIT = re.compile(r"[^\t|]+?(?=[ \t]{2,}|\t|[ \t]*\||[ \t]*$)", re.MULTILINE)
 _DATA_CELL = re.compile(rf"(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*(?P<flag>\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?\Z", re.IGNORECASE)
 _ROW_HEAD_WORDS = frozenset("date time day labs lab collected drawn result results hd pod visit".split())
@@ -382,8 +383,8 @@ class LabExtractor:
                 continue
             end = text.find("\n", start)
             end = len(text) if end == -1 else end
-            spans = [(m.start(), m.end()) for m in found]
-            if any(ch.isdigit() and not any(a <= i < b for a, b in spans) for i, ch in enumerate(text[start:end], start)):
+            gaps = zip([start] + [m.end() for m in found], [m.start() for m in found] + [end])
+            if any(_DIGIT.search(text, a, b) for a, b in gaps):
                 continue  # a header row holds names, no values
             cells = _cells(text[start:end], start)
             heads = []
