@@ -35,6 +35,7 @@ _UNIT_RE = re.compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE
 _DOSE_RE = re.compile(
     r"[ \t]*(?:mg|mcg|µg|ug|g|grams?|units?|iu|tabs?|tablets?|caps?|capsules?|meq|mmol|ml)\b(?!/)(?![ \t]*[-:=])(?![ \t]+\d)"
     r"|[ \t]*(?:mg|mcg|µg|ug|g|units?|iu)/(?:\d|(?:day|d|dose|kg|wk|week|h|hr)\b)"
+    r"|[ \t]*(?:and|&|,)[ \t]*\d[\d,.]*[ \t]*(?:mg|mcg|µg|ug|g|units?|iu|meq|mmol)\b(?!/)"  # "500 and 250 mg"
     r"|[ \t]*(?:daily|bid|tid|qid|qd|qhs|weekly|monthly|po|iv|with meals|q\d+h)\b",
     re.IGNORECASE,
 )
@@ -279,6 +280,15 @@ class LabExtractor:
         self.name_lc = re.compile(name.replace("A-Za-z", "a-z"))
         self.pair_lc = re.compile(pair.replace("A-Za-z", "a-z"))
         self.pair_split = re.compile(r"[ \t]*/[ \t]*")
+        # dictation: "BUN and creatinine of 45 and 3.2", "calcium and PTH were 11.2 and 88"
+        both = (
+            rf"(?<![A-Za-z0-9])(?P<names>(?:{alternation})[ \t]+(?:and|&)[ \t]+(?:{alternation}))(?![A-Za-z])"
+            rf"[ \t]*(?:(?:of|were|was|are|is|levels?|values?|at|respectively)[ \t]+){{0,2}}[:=]?[ \t]*"
+            rf"(?P<values>{_NUM}(?:[ \t]+(?:and|&)[ \t]+|[ \t]*/[ \t]*){_NUM})(?![\d/]|[.,]\d)"
+        )
+        self.both_re = re.compile(both, re.IGNORECASE)
+        self.both_lc = re.compile(both.replace("A-Za-z", "a-z"))
+        self.both_split = re.compile(r"[ \t]+(?:and|&)[ \t]+|[ \t]*/[ \t]*", re.IGNORECASE)
         patterns = [r["pattern"] for r in resources.lab_veto_rules()]
         self.vetoes = [re.compile(p, re.IGNORECASE) for p in patterns]
         # One alternation instead of one scan per pattern; lower-cased (to scan the lower-cased text
@@ -311,9 +321,9 @@ class LabExtractor:
     def extract(self, text: str) -> list[LabValue]:
         low = text.lower()
         if len(low) == len(text):
-            scan, name_re, pair_re = low, self.name_lc, self.pair_lc
+            scan, name_re, pair_re, both_re = low, self.name_lc, self.pair_lc, self.both_lc
         else:
-            scan, name_re, pair_re = text, self.name_re, self.pair_re
+            scan, name_re, pair_re, both_re = text, self.name_re, self.pair_re, self.both_re
         names = list(name_re.finditer(scan))
         out: list[LabValue] = []
         taken: list[tuple[int, int]] = []
@@ -342,10 +352,14 @@ class LabExtractor:
         for lo, hi in _windows(names, len(text)):  # vetoes only near analyte names
             taken.extend((m.start(), m.end()) for m in veto.finditer(vtext, lo, hi))
 
-        for m in self._pairs(scan, pair_re, names) if "/" in text else ():
-            pair_names = self.pair_split.split(m.group("names"))
-            values = self.pair_split.split(m.group("values"))
-            if len(pair_names) != len(values) or not free(m.start(), m.end()):
+        groups = list(self._pairs(scan, pair_re, names)) if "/" in text else []
+        if " and " in scan or "&" in text:
+            groups += [(g, self.both_split) for g in self._pairs(scan, both_re, names)]
+        for m in groups:
+            m, split = m if isinstance(m, tuple) else (m, self.pair_split)
+            pair_names = split.split(m.group("names"))
+            values = split.split(m.group("values"))
+            if len(pair_names) != len(values) or not free(m.start(), m.end()) or _DOSE_RE.match(text, m.end()):
                 continue
             analytes = [self._analyte(n) for n in pair_names]
             if None in analytes:

@@ -317,3 +317,17 @@ def test_dates_and_times_between_name_and_value(x, text, expected):
 def test_bracketed_flag(x):
     (v,) = x.extract("Calcium: 11.2 [H]")
     assert (v.value, v.flag_written) == (11.2, "high")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("BUN and creatinine of 45 and 3.2.", [("bun", 45), ("creatinine", 3.2)]),
+        ("Calcium and PTH were 11.2 and 88, respectively.", [("calcium", 11.2), ("pth", 88)]),
+        ("Ca and phos 9.8/6.2.", [("calcium", 9.8), ("phosphate", 6.2)]),
+        ("Calcium and phosphorus were checked; calcium 10.2 and phosphorus 3.1.", [("calcium", 10.2), ("phosphate", 3.1)]),
+        ("Calcium and magnesium 500 and 250 mg BID.", []),  # doses
+    ],
+)
+def test_dictated_pairs(x, text, expected):
+    assert analytes_values(x, text) == expected
