@@ -70,6 +70,7 @@ _CONNECTOR_WORDS = frozenset(
 # "Ca at 0600: 9.8" -- only when a value follows it
 _WHEN_CONNECTOR = re.compile(
     r"[ \t]*(?:\(\d{1,2}/\d{1,2}(?:/\d{2,4})?\)|(?<=on )\d{1,2}/\d{1,2}(?:/\d{2,4})?(?![\d./])"
+    r"|\d{1,2}/\d{1,2}(?:/\d{2,4})?(?=[ \t]*[:=][ \t]*\d)"
     r"|(?<=at )(?:(?:[01]\d|2[0-3]):?[0-5]\d(?:[ \t]?h(?:rs)?)?|\d{1,2}:\d{2}(?:[ \t]?[ap]m)?)(?![\d.,]))"
     r"(?=[ \t]*[:=,-]?[ \t]*(?:was|is|of|[<>])?[ \t]*\d)",
     re.IGNORECASE,

@@ -308,6 +308,8 @@ def test_qualified_names(x, text, expected):
         ("Calcium (03/12/2024): 10.4; Calcium on 3/12 was 10.9", [("calcium", 10.4), ("calcium", 10.9)]),
         ("Ca at 0600: 9.8; Cr at 06:00 1.2", [("calcium", 9.8), ("creatinine", 1.2)]),
         ("PTH peaked at 1200. Ca at 0600.", [("pth", 1200)]),  # a value after 'at' unless a value follows it
+        ("Ca 10/12: 10.2; PTH 3/4: 88; Ca 10.2 10/12/23", [("calcium", 10.2), ("pth", 88), ("calcium", 10.2)]),
+        ("Labs: 1. Ca 11.2 2. Phos 3.1", [("calcium", 11.2), ("phosphate", 3.1)]),
     ],
 )
 def test_dates_and_times_between_name_and_value(x, text, expected):
