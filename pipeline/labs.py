@@ -7,12 +7,23 @@ For each analyte name found, the text after it is read as::
 
     NAME [connector words] [< >] VALUE [UNIT] [FLAG] [RANGE] [UNIT] [-> VALUE ...] [(baseline VALUE)]
 
-- connector words are few and known ("of", "was", "elevated at", ":", "-"); any other word between
-  name and number ("calcium carbonate 1250") means it is not a lab value;
-- a bare dose unit (mg, mcg, units, IU, tablets) or a dose frequency after the value means a dose;
-- a value followed by "-number" is a reference range, not a value;
-- "Ca/Phos 9.8/6.2" pairs names and values by position;
-- text matching ``data/labs/vetoes.tsv`` (CA 19-9, calcium scores, ...) is skipped.
+- connector words are few and known ("of", "was", "elevated at", "has run", ":", "-", ", serum",
+  "(MDRD)", a date or clock time); any other word between name and number ("calcium carbonate 1250")
+  means it is not a lab value;
+- a bare dose unit (mg, mcg, units, IU, tablets) or a dose frequency after the value means a dose; a
+  duration, size or percentage after it ("6 months", "9 mm", "20%") means it is not a value;
+- a value followed by "-number" is a reference range, unless the patient's course makes it their own
+  range ("Ca 10.8-11.1 over the past year", "has ranged 6.8-7.9", "baseline Cr 1.6-1.8");
+- after the value, narrative trends continue the series ("peaked at 13.2 on HD2 and improved to 9.8",
+  "was 11.8 yesterday and 10.9 today", "up to 3.1 from baseline 1.2, now 2.4", "(was 6.6 in June)");
+- "Ca/Phos 9.8/6.2" and "BUN and creatinine of 45 and 3.2" pair names and values by position; BMP
+  shorthand and fishbones give BUN and creatinine by position; a table whose header row names the
+  analytes gives one value per cell;
+- text matching ``data/labs/vetoes.tsv`` (CA 19-9, calcium scores, ...) is skipped, and so are values
+  of relatives and donors, fluid compositions, goals and thresholds ("if Ca > 12 call").
+
+Speed: the whole-text scans (names, slash groups, vetoes) run case-sensitively over the lower-cased
+text; slash groups are tried only where a name starts, vetoes only near names.
 """
 
 from __future__ import annotations
@@ -75,6 +86,7 @@ _WHEN_CONNECTOR = re.compile(
     r"(?=[ \t]*[:=,-]?[ \t]*(?:was|is|of|[<>])?[ \t]*\d)",
     re.IGNORECASE,
 )
+_COMMA_BEFORE_VALUE = re.compile(r"[ \t]*,(?=[ \t]*\d)")
 _RANGE_VERBS = frozenset("run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied been baseline".split())
 _CONNECTOR_RE = re.compile(
     r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\)"
@@ -133,7 +145,8 @@ _TIME_SKIP = re.compile(
 )
 # "and improved to 9.8", ", now 2.4", ", repeat 11.4", "from baseline 1.7"
 _TREND_NEXT = re.compile(
-    r"(?:[.;][ \t]+(?=(?:repeat|recheck)(?:ed)?\b)|[ \t]*[,;]?[ \t]*)(?:(?:and|but)[ \t]+)?(?:(?:subsequently|then|later|further|since)[ \t]+)?"
+    r"(?:[.;][ \t]+(?=(?:repeat|recheck)(?:ed)?\b)|[ \t]*[,;]?[ \t]*)(?:(?:and|but)[ \t]+)?"
+    r"(?:(?:which|that)[ \t]+(?:is|was|has[ \t]+been|had[ \t]+been)[ \t]+)?(?:(?:subsequently|then|later|further|since)[ \t]+)?"
     r"(?:(?P<verb>improved|improving|decreased|increased|fell|dropped|declined|rose|climbed|trended|trending|came down|"
     r"went|down|up|peaked|nadired|normalized|recovered|rebounded)[ \t]+(?P<prep>to|at|from)"
     r"|(?P<bare>now|was|is|repeat|repeated|recheck|rechecked|then|baseline|prior|previously"
@@ -144,7 +157,7 @@ _TREND_NEXT = re.compile(
 # ", 1.01 at 0400", "and 10.9 today", ", 11.4 (Mar)": another value of a series, confirmed by its time
 _SERIES_NEXT = re.compile(
     rf"[ \t]*(?:,|;|,?[ \t]*and)[ \t]*(?P<num>{_NUM})(?![\d/.:])"
-    rf"(?=(?:[ \t]*\((?:hh|ll|h|l)\)|[ \t]+(?:hh|ll|h|l)\b)?[ \t]+(?:{_WHEN})(?![a-z0-9]))",
+    rf"(?=(?:[ \t]*(?:{_UNITS}))?(?:[ \t]*\((?:hh|ll|h|l)\)|[ \t]+(?:hh|ll|h|l)\b)?[ \t]+(?:{_WHEN})(?![a-z0-9]))",
     re.IGNORECASE,
 )
 # "Calcium 9.9, 10.2, 10.5": bare values in a comma list (two or more, of the same size as the first)
@@ -498,6 +511,8 @@ class LabExtractor:
         for _ in range(6):
             c = _CONNECTOR_RE.match(text, pos)
             w = _WHEN_CONNECTOR.match(text, pos) if c is None or not c.group(0).strip().isalpha() else None
+            if w is None and c is None and words:
+                w = _COMMA_BEFORE_VALUE.match(text, pos)  # "Ca trending down, 11.9 -> 11.2"
             if w:
                 pos = w.end()
                 continue
@@ -605,6 +620,10 @@ class LabExtractor:
             u = _UNIT_RE.match(text, pos)
             if u and unit is None:
                 unit, pos = u.group("unit"), u.end()
+            f = _FLAG_RE.match(text, pos) if flag is None else None
+            if f and f.group("star") is None:  # "Ca 10.6 (ref 8.5-10.2) H": the flag still belongs to the value
+                flag = (f.group("pflag") or f.group("flag") or {"↑": "h", "↓": "l"}.get(f.group("arrow") or "", "")).lower() or None
+                pos = f.end()
         values.append(
             LabValue(
                 m.start(), pos, analyte, value, unit, comparator,
@@ -639,7 +658,11 @@ class LabExtractor:
             p = _PAREN_RE.match(text, pos)
             if p:
                 word = p.group("word").lower()
-                target = "calcium_corrected" if word in ("corrected", "corr", "adjusted") and analyte == "calcium" else analyte
+                target = analyte
+                if word in ("corrected", "corr", "adjusted"):  # "Ca 8.0 (corrected 9.6)", "Alb 2.5 (corrected 10.2)"
+                    if analyte not in ("calcium", "albumin"):
+                        break  # a corrected sodium or the like
+                    target = "calcium_corrected"
                 s, e = p.start("num"), p.end("num")
                 values.append(LabValue(s, e, target, _number(p.group("num")), unit, text=text[s:e]))
                 if p.group("num2"):

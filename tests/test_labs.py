@@ -333,3 +333,22 @@ def test_bracketed_flag(x):
 )
 def test_dictated_pairs(x, text, expected):
     assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Creatinine 3.4, which is up from 2.6 in May.", [("creatinine", 3.4), ("creatinine", 2.6)]),
+        ("Ca trending down, 11.9 -> 11.2 -> 10.6 over 48 h.", [("calcium", 11.9), ("calcium", 11.2), ("calcium", 10.6)]),
+        ("Ca 9.0, Alb 2.5 (corrected 10.2), Phos 5.5.", [("calcium", 9.0), ("albumin", 2.5), ("calcium_corrected", 10.2), ("phosphate", 5.5)]),
+        ("Na 128 (corrected 134), Ca 9.1", [("calcium", 9.1)]),
+        ("Calcium 10.6 mg/dL (8.5-10.1) H on 05/02/2024, 10.9 mg/dL on 06/01/2024.", [("calcium", 10.6), ("calcium", 10.9)]),
+    ],
+)
+def test_more_narrative(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_flag_after_reference_range_belongs_to_the_value(x):
+    (v,) = x.extract("Ca 10.6 (ref 8.5-10.2) H")
+    assert (v.value, v.flag_written) == (10.6, "high")
