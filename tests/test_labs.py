@@ -122,3 +122,233 @@ def test_derived_values_per_note_worked_example():
     assert derived.loc["calcium_phosphate_product", "flag"] == "high"
     assert labs.set_index("analyte").loc["phosphate", "flag"] == "high"
     assert labs.set_index("analyte").loc["albumin", "value_std"] == 2.0
+
+
+def analytes_values(x, text):
+    return [(v.analyte, v.value) for v in x.extract(text)]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # a patient's own range over time: both endpoints (DECISIONS 6, 38)
+        ("Referred for Ca 10.8-11.1 over the past year on routine BMPs.", [("calcium", 10.8), ("calcium", 11.1)]),
+        ("Calcium has run 10.6 to 11.2 on his last several BMPs; PTH pending.", [("calcium", 10.6), ("calcium", 11.2)]),
+        ("Her calcium has been between 10.2 and 10.6 for years per old records.", [("calcium", 10.2), ("calcium", 10.6)]),
+        ("58M CKD 3b (baseline Cr 1.6-1.8) admitted with AKI.", [("creatinine", 1.6), ("creatinine", 1.8)]),
+        ("Labs: Cr 2.2 (baseline 1.0-1.2), BUN 40.", [("creatinine", 2.2), ("creatinine", 1.0), ("creatinine", 1.2), ("bun", 40)]),
+        ("Phosphate has been 1.9 to 2.3 mmol/L since January.", [("phosphate", 1.9), ("phosphate", 2.3)]),
+        # narrative trends and single values in prose (DECISIONS 5, 37)
+        ("Calcium peaked at 13.2 on HD2 and improved to 9.8 after fluids.", [("calcium", 13.2), ("calcium", 9.8)]),
+        ("Nadir phosphorus 2.1 on HD3, repleted orally.", [("phosphate", 2.1)]),
+        ("Creatinine was 2.8 on admission and down to 1.5 at discharge.", [("creatinine", 2.8), ("creatinine", 1.5)]),
+        ("Post-op calcium fell from 11.4 to 8.1 by POD2 with perioral tingling.", [("calcium", 11.4), ("calcium", 8.1)]),
+        ("Calcium was 11.8 yesterday and 10.9 today.", [("calcium", 11.8), ("calcium", 10.9)]),
+        ("Calcium 11.2 two weeks ago; repeat Ca 10.2 after stopping supplements.", [("calcium", 11.2), ("calcium", 10.2)]),
+        ("Cr up to 3.1 from baseline 1.2, now 2.4 after 3 L LR.", [("creatinine", 3.1), ("creatinine", 1.2), ("creatinine", 2.4)]),
+        ("PTH down to 310 from 540 on cinacalcet.", [("pth", 310), ("pth", 540)]),
+        ("Calcium 10.1 (normal 8.5 to 10.5), improved from 10.9 in March.", [("calcium", 10.1), ("calcium", 10.9)]),
+        ("Ca 9.7 today (was 12.3 at diagnosis).", [("calcium", 9.7), ("calcium", 12.3)]),
+        ("Phos improved to 5.1 with better binder adherence (was 6.6 in June).", [("phosphate", 5.1), ("phosphate", 6.6)]),
+        ("Calcium 9.1 on 10/2/2023 and 9.4 on 1/15/2024.", [("calcium", 9.1), ("calcium", 9.4)]),
+        ("ED course: iCa 0.89 at 0130, 1.01 at 0400 after 2 amps calcium gluconate, 1.10 at 0715.",
+         [("ionized_calcium", 0.89), ("ionized_calcium", 1.01), ("ionized_calcium", 1.10)]),
+        ("Outpatient Ca trend: 10.9 (Jan), 11.4 (Mar), 12.1 (May).", [("calcium", 10.9), ("calcium", 11.4), ("calcium", 12.1)]),
+        ("Calcium 9.9, 10.2, 10.5 on serial checks.", [("calcium", 9.9), ("calcium", 10.2), ("calcium", 10.5)]),
+        ("Cr 2.9 (0.8 at admission), BUN 52.", [("creatinine", 2.9), ("creatinine", 0.8), ("bun", 52)]),
+        ("Cr 1.8, baseline 1.0.", [("creatinine", 1.8), ("creatinine", 1.0)]),
+        ("PTH appropriately suppressed at 8.", [("pth", 8)]),
+        ("Ca 13.0 with albumin 3.6; corrected 13.3.", [("calcium", 13.0), ("albumin", 3.6), ("calcium_corrected", 13.3)]),
+        # values split across lines, ALL-CAPS dumps, Ca++, comma and semicolon panels
+        ("Labs (today):\nParathyroid Hormone, Intact\n142 (H)", [("pth", 142)]),
+        ("LABS:\nBUN:\n  38\nCreatinine:\n  2.61 (H)", [("bun", 38), ("creatinine", 2.61)]),
+        ("CA 7.8 L  PHOS 8.1 H  MG 2.6 H  ALB 3.4 L", [("calcium", 7.8), ("phosphate", 8.1), ("magnesium", 2.6), ("albumin", 3.4)]),
+        ("Lytes: K 3.3, Ca++ 1.02 (L), Mg 1.5", [("ionized_calcium", 1.02), ("magnesium", 1.5)]),
+        ("Ca++ 12.6 mg/dL, ionized 1.68 mmol/L.", [("calcium", 12.6), ("ionized_calcium", 1.68)]),
+        ("Labs reviewed: Ca 10.4; albumin 4.0; phos 3.3; Cr 1.02, eGFR 74; BUN 19.",
+         [("calcium", 10.4), ("albumin", 4.0), ("phosphate", 3.3), ("creatinine", 1.02), ("egfr", 74), ("bun", 19)]),
+        ("CKD-MBD: Ca 9.2, P 5.1, PTH 287.", [("calcium", 9.2), ("phosphate", 5.1), ("pth", 287)]),
+        ("Bone profile: Ca 2.74, adj Ca 2.77 (H), PO4 0.79", [("calcium", 2.74), ("calcium_corrected", 2.77), ("phosphate", 0.79)]),
+        ("Ca 9.9, CaxP 73, iPTH 1,210 (H)", [("calcium", 9.9), ("calcium_phosphate_product", 73), ("pth", 1210)]),
+        ("Ca 7.9 Phos 9.1 Mg 2.8", [("calcium", 7.9), ("phosphate", 9.1), ("magnesium", 2.8)]),
+        # fishbone / BMP shorthand: BUN and creatinine by position (DECISIONS 10, 31, 41)
+        ("BMP 138/4.9/104/20/62/4.4<118.", [("bun", 62), ("creatinine", 4.4)]),
+        ("Sign-out: BMP 139 | 103 | 24 / 4.1 | 26 | 1.9 (glu 130).", [("bun", 24), ("creatinine", 1.9)]),
+        ("Chem 7:\n134 | 100 | 31 /\n---------------- < 142\n3.4 | 22  | 1.6 \\", [("bun", 31), ("creatinine", 1.6)]),
+        # lab tables with several date columns
+        ("Ca            12.4 H   11.6 H   10.3     8.5-10.5 mg/dL", [("calcium", 12.4), ("calcium", 11.6), ("calcium", 10.3)]),
+        ("PTHrP         6.8 H                      <2.0 pmol/L", [("pthrp", 6.8)]),
+        ("Calcium     | 13.1 H | 12.0 H | 10.6 H", [("calcium", 13.1), ("calcium", 12.0), ("calcium", 10.6)]),
+        ("Ionized Ca  | 1.71 H |        | 1.38 H", [("ionized_calcium", 1.71), ("ionized_calcium", 1.38)]),
+        ("Creatinine 1.34 H 0.60-1.10 mg/dL\neGFR 41 L >60 mL/min/1.73m2", [("creatinine", 1.34), ("egfr", 41)]),
+    ],
+)
+def test_new_lab_formats(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Call onc fellow at 617-555-0143. Ca 12.9 at 2200.", [("calcium", 12.9)]),  # phone number, time
+        ("AKI - renally dose meds. Trend Cr\n2. Hypercalcemia - check PTHrP.", []),  # list numbering
+        ("Plan to repeat BMP in AM; if Ca > 12 call MD.", []),  # threshold
+        ("Bone disease - zoledronic acid 4 mg monthly, hold if Cr >3.", []),
+        ("Replete K to >4, Mg to >2.", []),
+        ("Goal PTH 130-600; goal phos 3.5-5.5.", []),  # targets
+        ("Lytes: Phos 1.9 - repleting: K-Phos 15 mmol IV.", [("phosphate", 1.9)]),  # drug containing an analyte name
+        ("65F on HCTZ 25 mg and calcium + D (Caltrate 600+D) BID.", []),
+        ("Change to 2.0 Ca bath. Dialysate Ca 2.5 mEq/L.", []),  # fluid compositions
+        ("CRRT: post-filter iCa 0.32, systemic iCa 1.18.", [("ionized_calcium", 1.18)]),
+        ("Donor terminal Cr 1.1. Cr 1.3 today.", [("creatinine", 1.3)]),  # donor's value
+        ("His sister's calcium was 10.8 last spring and her PTH 52.", []),  # a relative's values
+        ("Maternal labs sent: mom's Ca 11.6, PTH 94.", []),
+        ("Son at bedside. Ca 12.1 on arrival.", [("calcium", 12.1)]),
+        ("Hx of breast Ca 2009 (lumpectomy + XRT).", []),  # a year, not a value
+        ("CA 19-9 1,284 (prior 2,310). CA125-22 CEA-3.1", []),
+        ("Calcium score on prior CT was 0. CAC score 112 (Agatston).", []),
+        ("Vit D 50,000 units weekly continues; magnesium oxide 400 mg BID.", []),
+        ("Calcium:creatinine clearance ratio 0.021. Urine calcium 412 mg/24h; urine Ca <5 mg/dL.", []),
+        ("bone-specific alk phos 96 mcg/L (H), total alk phos 488 (H)", [("alkaline_phosphatase", 488)]),
+        ("Clinical TLS: met (Cr >1.5x ULN).", []),
+        ("BP 132/80, P 88, RR 16. p 0.03 by t-test. QTc corrected 452 ms.", []),  # P, corrected as weak names
+        ("Ca 10.2 (8.6-10.3), PTH 98 pg/mL [15-65]", [("calcium", 10.2), ("pth", 98)]),  # reference ranges
+        ("Mg 2 g IV x1. Calcium carbonate 1250 mg TID and calcitriol 0.25 mcg BID.", []),
+        ("PTH 88, 2 weeks ago 70; Cr 1.1, 3, 4 days", [("pth", 88), ("creatinine", 1.1)]),
+    ],
+)
+def test_new_traps(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_trend_values_keep_units_and_flags(x):
+    values = x.extract("Ca 11.2 (H) on 3/4 and 11.6 (H) on 3/11. Calcium has been 2.7-2.9 mmol/L on repeated checks since 2021.")
+    assert [(v.value, v.flag_written) for v in values[:2]] == [(11.2, "high"), (11.6, "high")]
+    assert [(v.value, v.unit) for v in values[2:]] == [(2.7, "mmol/L"), (2.9, "mmol/L")]
+    (_, iptH) = x.extract("Ca 9.9; PTH appropriately suppressed at 8")
+    assert iptH.flag_written == "low"
+
+
+def test_text_whose_lower_case_changes_length_reads_the_same(x):
+    # 'İ' lower-cases to two characters: the scan falls back to the case-insensitive patterns on the text itself
+    plain = "Pt seen. CALCIUM 11.2 H, Ca/Phos 9.8/6.2, CA 19-9 40, calcium carbonate 500 mg."
+    dotted = plain.replace("Pt", "İt")
+    assert len(dotted.lower()) != len(dotted)
+    assert [(v.start, v.end, v.analyte, v.value, v.text) for v in x.extract(dotted)] == [
+        (v.start, v.end, v.analyte, v.value, v.text) for v in x.extract(plain)
+    ]
+    assert analytes_values(x, dotted) == [("calcium", 11.2), ("calcium", 9.8), ("phosphate", 6.2)]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Routine labs showed Ca 10.9 (ref 8.5-10.2). Repeat 10.7 with albumin 4.6.",
+         [("calcium", 10.9), ("calcium", 10.7), ("albumin", 4.6)]),
+        ("Ca 10.9 mg/dL (repeat 10.8), albumin 3.9", [("calcium", 10.9), ("calcium", 10.8), ("albumin", 3.9)]),
+        ("Ca 11.2 in [**Month (only) 116**], repeated 11.0.", [("calcium", 11.2), ("calcium", 11.0)]),
+        ("# AKI - likely cast nephropathy, Cr improving from 298.", [("creatinine", 298)]),
+        # not values: durations, percentages, sizes, doses per day, echo gradients, A/P and s/p
+        ("- check calcium and PTH at 6 months", []),
+        ("Stone analysis: calcium oxalate monohydrate 80%, calcium phosphate 20%.", []),
+        ("plus calcium 1000 mg/day; calcium carbonate/vit D 600 mg/400 IU BID", []),
+        ("TTE showed severe calcific AS, AVA 0.8, MG 46, nl EF.", []),
+        ("A/P: 9 mm noncalcified solid nodule. 63M s/p 8 wks ergocalciferol.", []),
+        ("PTH 88. Repeat 1,25-D pending. Cr 1.2. Repeat in 2 weeks.", [("pth", 88), ("creatinine", 1.2)]),
+    ],
+)
+def test_sample_style_sentences(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Trended labs:\nDate      Ca      Alb     Phos    PTH\n4/2       12.9 H  2.8 L   2.0 L   9\n"
+         "4/3       11.7 H  2.9 L   2.4\nPlan: continue fluids.",
+         [("calcium", 12.9), ("albumin", 2.8), ("phosphate", 2.0), ("pth", 9),
+          ("calcium", 11.7), ("albumin", 2.9), ("phosphate", 2.4)]),
+        ("| Date | Ca | Phos | PTH |\n| 4/2 | 12.9 | 2.0 | 9 |\n| 4/3 | 11.7 | | |",
+         [("calcium", 12.9), ("phosphate", 2.0), ("pth", 9), ("calcium", 11.7)]),
+        ("DATE        CA     PHOS   MG\n03/01 0600  8.1 L  6.2 H  2.0",
+         [("calcium", 8.1), ("phosphate", 6.2), ("magnesium", 2.0)]),
+        ("Ca Phos PTH Cr were all checked on 3/1.\n4 10 12", []),  # prose naming analytes is no header
+    ],
+)
+def test_tables_with_analytes_in_the_header_row(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_header_table_cells_are_spanned_by_value_and_flag(x):
+    first, second = x.extract("Date      Ca      Alb\n4/2       12.9 H  2.8 L")
+    assert (first.text, first.flag_written, second.text, second.flag_written) == ("12.9 H", "high", "2.8 L", "low")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Calcium, serum 10.4 mg/dL; Phosphorus, inorganic 5.9; Magnesium, serum 1.9",
+         [("calcium", 10.4), ("phosphate", 5.9), ("magnesium", 1.9)]),
+        ("Vitamin D, 25-hydroxy, total: 18 ng/mL; Alkaline phosphatase, total 310 U/L",
+         [("vitamin_d_25oh", 18), ("alkaline_phosphatase", 310)]),
+        ("eGFR (MDRD) 52; GFR, estimated 44; Phosphate (PO4) 1.8 mmol/L", [("egfr", 52), ("egfr", 44), ("phosphate", 1.8)]),
+        ("Ca (corrected) 10.6; Ca corrected for albumin 10.8", [("calcium_corrected", 10.6), ("calcium_corrected", 10.8)]),
+        ("Mg++ 1.4, ALK PHOSPHATASE 188, ionized Ca++ 1.05, Ca 2+ 2.65 mmol/L",
+         [("magnesium", 1.4), ("alkaline_phosphatase", 188), ("ionized_calcium", 1.05), ("calcium", 2.65)]),
+        ("Ca, Phos, Mg pending; recheck in 3 days.", []),
+    ],
+)
+def test_qualified_names(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Calcium (03/12/2024): 10.4; Calcium on 3/12 was 10.9", [("calcium", 10.4), ("calcium", 10.9)]),
+        ("Ca at 0600: 9.8; Cr at 06:00 1.2", [("calcium", 9.8), ("creatinine", 1.2)]),
+        ("PTH peaked at 1200. Ca at 0600.", [("pth", 1200)]),  # a value after 'at' unless a value follows it
+        ("Ca 10/12: 10.2; PTH 3/4: 88; Ca 10.2 10/12/23", [("calcium", 10.2), ("pth", 88), ("calcium", 10.2)]),
+        ("Labs: 1. Ca 11.2 2. Phos 3.1", [("calcium", 11.2), ("phosphate", 3.1)]),
+    ],
+)
+def test_dates_and_times_between_name_and_value(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_bracketed_flag(x):
+    (v,) = x.extract("Calcium: 11.2 [H]")
+    assert (v.value, v.flag_written) == (11.2, "high")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("BUN and creatinine of 45 and 3.2.", [("bun", 45), ("creatinine", 3.2)]),
+        ("Calcium and PTH were 11.2 and 88, respectively.", [("calcium", 11.2), ("pth", 88)]),
+        ("Ca and phos 9.8/6.2.", [("calcium", 9.8), ("phosphate", 6.2)]),
+        ("Calcium and phosphorus were checked; calcium 10.2 and phosphorus 3.1.", [("calcium", 10.2), ("phosphate", 3.1)]),
+        ("Calcium and magnesium 500 and 250 mg BID.", []),  # doses
+    ],
+)
+def test_dictated_pairs(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Creatinine 3.4, which is up from 2.6 in May.", [("creatinine", 3.4), ("creatinine", 2.6)]),
+        ("Ca trending down, 11.9 -> 11.2 -> 10.6 over 48 h.", [("calcium", 11.9), ("calcium", 11.2), ("calcium", 10.6)]),
+        ("Ca 9.0, Alb 2.5 (corrected 10.2), Phos 5.5.", [("calcium", 9.0), ("albumin", 2.5), ("calcium_corrected", 10.2), ("phosphate", 5.5)]),
+        ("Na 128 (corrected 134), Ca 9.1", [("calcium", 9.1)]),
+        ("Calcium 10.6 mg/dL (8.5-10.1) H on 05/02/2024, 10.9 mg/dL on 06/01/2024.", [("calcium", 10.6), ("calcium", 10.9)]),
+    ],
+)
+def test_more_narrative(x, text, expected):
+    assert analytes_values(x, text) == expected
+
+
+def test_flag_after_reference_range_belongs_to_the_value(x):
+    (v,) = x.extract("Ca 10.6 (ref 8.5-10.2) H")
+    assert (v.value, v.flag_written) == (10.6, "high")
