@@ -93,6 +93,9 @@ def sentence_starts(text: str) -> list[int]:
     return starts
 
 
+_NOT_START = numpy.uint64(2**64 - 1)  # -1 as spaCy's uint64 arrays hold it
+
+
 class SentenceSplitter:
     """Marks the first token of each :func:`sentence_starts` sentence (``doc.sents`` works); the
     token indices are kept in ``doc._.calc_sentence_tokens`` for the other components."""
@@ -106,10 +109,13 @@ class SentenceSplitter:
         if len(starts) > 1:
             found = numpy.searchsorted(doc.to_array(IDX), numpy.array(starts[1:], dtype=numpy.uint64)).tolist()
             tokens.extend(i for i in found if i < n)  # each start is a non-space character: a token starts there
-        for i in tokens:  # the other tokens keep "unset" (0): doc.sents reads only the starts
-            doc[i].is_sent_start = True
-        if n > 1 and (len(tokens) < 2 or tokens[1] != 1):
-            doc[1].is_sent_start = False  # spaCy knows sentences are set once a token after the first says so
+        # 1 at each start; the other tokens keep "unset" (0), except that spaCy only believes sentences
+        # are set when a token after the first says so (Token.is_sent_start would check the parse each time)
+        flags = numpy.zeros((n, 1), dtype=numpy.uint64)
+        flags[tokens, 0] = 1
+        if n > 1 and flags[1, 0] == 0:
+            flags[1, 0] = _NOT_START
+        doc.from_array([SENT_START], flags)
         put(doc, "calc_sentence_tokens", tokens)
         return doc
 
