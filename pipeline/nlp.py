@@ -239,14 +239,14 @@ def filter_longest(matches: list[Match]) -> list[Match]:
     """Longest matches first, no overlaps; result in text order."""
     if len(matches) < 2:
         return list(matches)
-    ordered = sorted(matches, key=lambda m: m.start)
     last_end = -1
-    for m in ordered:
+    for m in matches:  # the phrase matcher reports in text order: most lists pass as they are
         if m.start < last_end:
             break
         last_end = m.end
     else:
-        return ordered  # no overlaps: nothing to choose
+        return list(matches)  # in order, no overlaps: nothing to choose
+    ordered = sorted(matches, key=lambda m: m.start)
     chosen: list[Match] = []
     taken = bytearray(max(m.end for m in ordered))
     for m in sorted(ordered, key=lambda m: (m.start - m.end, m.start)):
@@ -324,17 +324,39 @@ def make_matcher(nlp: Language, name: str) -> VocabularyMatcher:
 
 
 class LowerTexts:
-    """Lower-case token texts on demand: only tokens near a match are ever looked at."""
+    """Lower-case token texts on demand, a sentence at a time: only sentences with a match are
+    ever looked at, and the scope and linking checks around one match stay inside its sentence."""
 
-    __slots__ = ("doc",)
+    __slots__ = ("doc", "starts", "blocks")
 
-    def __init__(self, doc: Doc) -> None:
+    def __init__(self, doc: Doc, sent_starts: list[int]) -> None:
         self.doc = doc
+        self.starts = sent_starts
+        self.blocks: dict[int, tuple[int, list[str]]] = {}  # sentence start -> (end, lower texts)
+
+    def _block(self, i: int) -> tuple[int, int, list[str]]:
+        k = bisect_right(self.starts, i) - 1
+        s = self.starts[k] if k >= 0 else 0
+        hit = self.blocks.get(s)
+        if hit is None:
+            e = self.starts[k + 1] if k + 1 < len(self.starts) else len(self.doc)
+            hit = self.blocks[s] = (e, [t.lower_ for t in self.doc[s:e]])
+        return s, hit[0], hit[1]
 
     def __getitem__(self, key):
         if isinstance(key, slice):
+            n = len(self.doc)
+            a, b, _ = key.indices(n)
+            if b <= a:
+                return []
+            s, e, block = self._block(a)
+            if b <= e and key.step is None:
+                return block[a - s : b - s]
             return [t.lower_ for t in self.doc[key]]
-        return self.doc[key].lower_
+        if key < 0:
+            key += len(self.doc)
+        s, _, block = self._block(key)
+        return block[key - s]
 
     def __len__(self) -> int:
         return len(self.doc)
@@ -355,7 +377,7 @@ class DocView:
         if tokens is None:  # sentences set by another component
             tokens = numpy.flatnonzero(doc.to_array(SENT_START) == 1).tolist()
         self.sent_starts = tokens or [0]
-        self.texts = LowerTexts(doc)
+        self.texts = LowerTexts(doc, self.sent_starts)
         self.triggers = clean_triggers(self.matches["C"])
         self.sections = get(doc, "calc_sections") or ()
         self.section_starts = [s.start for s in self.sections]
