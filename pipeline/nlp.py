@@ -31,7 +31,7 @@ from spacy.tokens import Doc
 from pipeline.extensions import text_of
 from pipeline.textutil import trie_pattern
 from pipeline.tokenizer import TextKeepingTokenizer
-from pipeline import resources
+from pipeline import resources, vocab
 from pipeline.context import assess, clean_triggers, section_at
 from pipeline.model import Condition, Match, Mention, Section
 
@@ -338,19 +338,55 @@ def view_of(doc: Doc) -> DocView:
 
 _STRONG_BREAK = frozenset({";", "but", "however", "while", "although", "whereas", "though"})
 _SOFT_BREAK = frozenset({",", ":"})  # each crossing adds 4 to the linking cost
-_HEAD_NOUN_SITES = {"mediastinum": "lymph_node", "aorta": "heart_valve"}  # adjective site -> the head noun's
-_COORDINATION = frozenset({
-    "and", "or", ",", "the", "both", "/", "&", "common", "proximal", "distal", "great", "small", "large",
-    "main", "internal", "external", "superficial", "deep", "upper", "lower", "mid",
+# words that may stand between coordinated site words ("the common and external iliac arteries")
+_MODIFIERS = frozenset({
+    "the", "both", "common", "proximal", "distal", "great", "small", "large", "main", "internal", "external",
+    "superficial", "deep", "upper", "lower", "mid", "left", "right", "bilateral", "anterior", "posterior", "medial",
+    "lateral", "superior", "inferior", "ascending", "descending", "cavernous", "cervical", "visceral", "axillary",
+    "its", "their", "several", "multiple",
 })
+_PREPOSITIONS = frozenset({"of", "in", "within", "along", "involving", "at", "into", "from", "throughout"})
+_AND_OR = frozenset({"and", "or", "&", "/"})
+_LIST_END = frozenset({",", "and", "or", ".", ";", ")", "bilaterally", "\n"})
+_CONJUNCTIONS = frozenset({"and", "or", ",", "/", "&", "through", "thru", "to"})
+_COORDINATION = _MODIFIERS | _CONJUNCTIONS
+# a site word ending like an adjective ("renal", "hilar", "aortic", "pulmonary") modifies the next site noun
+_ADJECTIVE_ENDINGS = ("al", "ic", "ar", "ary", "ac", "ous", "ine")
+_VESSEL_SITES = frozenset({"aorta", "artery", "coronary_artery", "vein"})
+_ORGAN_SITES = frozenset(vocab.SITES) - _VESSEL_SITES - {"lymph_node", "heart_valve", "unspecified"}
+# head noun site -> the adjective sites coordinated before it that only say where the head is:
+# "hilar and mediastinal nodes" -> lymph_node, "aortic and mitral valves" -> heart_valve,
+# "renal and iliac arteries" -> artery
+_HEAD_NOUN_SITES = {
+    "lymph_node": _ORGAN_SITES | {"aorta", "artery"},
+    "artery": _ORGAN_SITES,
+    "vein": _ORGAN_SITES,
+    "heart_valve": frozenset({"aorta", "lung"}),
+}
+# one word that names two sites ("aortoiliac" = the aorta and the iliac arteries)
+_COMPOUND_SITES = {"aortoiliac": ("aorta", "artery"), "aorto-iliac": ("aorta", "artery"), "aortobiiliac": ("aorta", "artery")}
+# a granuloma is never in a vessel or the heart ("calcified granulomas ..., and coronary calcification")
+_EXCLUDED_SITES = {"calcified_granuloma": frozenset(_VESSEL_SITES | {"heart_valve", "myocardium", "pericardium"})}
+_GRANULOMA_HEADS = frozenset({"granuloma", "granulomas", "granulomata"})
+_NODULE_HEADS = frozenset({"nodule", "nodules"})
+# calciphylaxis is a skin site only when its sentence names skin, a skin lesion or a body surface
+_SKIN_CUES = re.compile(
+    r"\b(?:skin|cutaneous|subcutaneous|subcutis|dermal|derm|dermatology|wounds?|ulcers?|ulcerations?|eschars?|"
+    r"purpura|livedo|necrotic|necrosis|plaques?|papules?|nodules?|lesions?|punch|bx|biopsy|thighs?|calf|calves|"
+    r"legs?|lower extremit(?:y|ies)|abdomen|abdominal wall|pannus|buttocks?|breasts?|penis|penile|fingers?|"
+    r"toes?|panniculitis|fat|arms?|flanks?|hips?|shins?|trunk)\b",
+    re.IGNORECASE,
+)
+# "right coronary artery", "left ventricle", "left anterior descending": names, not laterality
+_NOT_LATERALITY_NEXT = frozenset({"coronary", "circumflex", "ventricle", "ventricular", "atrium", "atrial", "heart"})
 _SCORE_PHRASES = frozenset(
     {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring", "coronary calcium",
-     "coronary artery calcium score", "coronary artery calcium scoring"}
+     "coronary artery calcium score", "coronary artery calcium scoring", "aortic valve calcium score"}
 )
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
-_LYMPH_NODE_SITES = frozenset({"lymph_node"})
 MAX_SITE_COST = 14
+SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
 
@@ -358,14 +394,21 @@ class MentionFinder:
     """Calcification mentions: concept, sites, laterality, assertion, section.
 
     Site linking (the most specific site the sentence supports):
-    0. a phrase that names its site keeps it ("calcific aortic stenosis" -> heart_valve);
-    1. sites inside the mention phrase ("aortic calcification");
+    0. a phrase that names its site keeps it ("calcific aortic stenosis" -> heart_valve), plus sites
+       coordinated before it ("coronary and aortic calcification");
+    1. sites inside the mention phrase ("aortic calcification"); a generic vessel word inside the
+       phrase ("vascular calcification") gives way to a vessel named outside it ("... of the aorta");
     2. else the cheapest site in the sentence, cost = token distance + 4 per comma/colon crossed,
-       never across a strong break ("but", "however", ";"); at most ``MAX_SITE_COST``;
-    3. sites coordinated with it ("of the aorta and coronary arteries") are added;
-    4. else the phrase's own site ("nephrocalcinosis" -> kidney; "lung?" = only when none linked).
-    Pathology rules: mediastinum beside a node is ``lymph_node``; a granuloma in the hilum or
-    mediastinum is ``lymph_node``.
+       never across a strong break ("but", "however", ";"); at most ``MAX_SITE_COST``; an adjective
+       site gives way to the site noun it modifies ("intracranial internal carotid arteries");
+    3. sites coordinated with it, after and before ("of the aorta and coronary arteries",
+       "aorta and iliac arteries are calcified") are added; adjectives coordinated before a head
+       noun take the head's site ("renal and iliac arteries" -> artery);
+    4. else a site that is the subject of the sentence ("Transplant kidney ..., with calcification");
+    5. else the organ heading of the line, the one-organ exam title, the phrase's own site.
+    Concept rules: a generic word whose head noun is a granuloma (or a nodule the sentence calls
+    granulomatous) is ``calcified_granuloma``; calcinosis in the skin is ``calcinosis_cutis``;
+    calciphylaxis is ``skin`` only when its sentence names skin or a body surface.
     """
 
     def __init__(self) -> None:
@@ -386,11 +429,16 @@ class MentionFinder:
         view = view_of(doc)
         out = []
         previous = None
-        for m in sorted(candidates, key=lambda m: m.start):
+        ordered = sorted(candidates, key=lambda m: m.start)
+        for k, m in enumerate(ordered):
             if previous is not None and m.start == previous.end + 1 and view.texts[previous.end] == "(":
                 continue  # "mitral annular calcification (MAC)": the definition is part of its long form
+            # sites chained to this mention stay between its neighbours: "calcification of the aorta and
+            # iliac arteries, and coronary artery calcifications" are two mentions with their own sites
+            floor = previous.end if previous is not None else 0
+            ceiling = ordered[k + 1].start if k + 1 < len(ordered) else len(doc)
             previous = m
-            mention = self._mention(view, m, matches["S"], matches["L"])
+            mention = self._mention(view, m, matches["S"], matches["L"], floor, ceiling)
             if mention is not None:
                 out.append(mention)
         doc._.calc_mentions = tuple(out)
@@ -409,32 +457,56 @@ class MentionFinder:
             out.append(Match(span.start, span.end, "M", concept, site))
         return out
 
-    def _mention(self, view: DocView, m: Match, sites: list[Match], lats: list[Match]) -> Mention | None:
-        doc = view.doc
+    def _mention(
+        self, view: DocView, m: Match, sites: list[Match], lats: list[Match], floor: int, ceiling: int
+    ) -> Mention | None:
         s_start, s_end = view.sentence(m.start)
         concept, phrase_site = m.a, m.b
-        linked = self._link_sites(view, m, [x for x in sites if s_start <= x.start and x.end <= s_end])
-        weak = bool(linked) and all(x.a.endswith("?") for x in linked)
-        site_codes = tuple(dict.fromkeys(x.a.rstrip("?") for x in linked))
-        for dropped, head in _HEAD_NOUN_SITES.items():  # "hilar and mediastinal nodes" -> lymph_node
-            if head in site_codes:
-                site_codes = tuple(s for s in site_codes if s != dropped)
-        if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
-            site_codes = ("lymph_node",) + site_codes[1:]
-        fixed = phrase_site not in ("-",) and not phrase_site.endswith("?")
+        sent_sites = [x for x in sites if max(s_start, floor) <= x.start and x.end <= min(s_end, ceiling)]
+        near_sites = [x for x in sites if s_start <= x.start and x.end <= s_end]
+        sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
+        if concept == "calcification":
+            concept = self._head_noun_concept(view, m, sent_sites, s_end, sent_start_char, sent_end_char)
+        excluded = _EXCLUDED_SITES.get(concept)
+        if excluded:
+            sent_sites = [x for x in sent_sites if x.a.rstrip("?") not in excluded]
+            near_sites = [x for x in near_sites if x.a.rstrip("?") not in excluded]
+        fixed = phrase_site != "-" and not phrase_site.endswith("?")
         if fixed:
-            site_codes = (phrase_site,)  # the phrase names its site ("calcific aortic stenosis")
-        elif not site_codes or weak:
-            context = self._heading_site(view, m, sites) or self._title_site(view, sites)
-            if context:
-                site_codes = context
+            inside = [x for x in sent_sites if x.start >= m.start and x.end <= m.end]
+            linked = self._coordinated_before(view, m.start, sent_sites, [])
+            if inside:  # "calcified aorta and branch vessels"
+                linked += self._coordinated(view, inside[-1], sent_sites, inside)
+            site_codes = self._absorb(view, linked, phrase_site.rstrip("?"))
+            site_codes = tuple(dict.fromkeys((phrase_site,) + site_codes))  # "coronary and aortic calcification"
+        else:
+            linked = self._link_sites(view, m, near_sites, sent_sites, s_start)
+            weak = bool(linked) and all(x.a.endswith("?") for x in linked)
+            site_codes = self._absorb(view, linked, None)
+            if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
+                site_codes = ("lymph_node",) + site_codes[1:]
+            if not site_codes or weak:
+                context = self._heading_site(view, m, sites) or self._title_site(view, sites)
+                if context:
+                    site_codes = context
         if not site_codes:
             site_codes = (phrase_site.rstrip("?"),) if phrase_site != "-" else ("unspecified",)
-        if concept == "calcification":
-            for code in site_codes:
-                if code in self.site_concepts:
-                    concept = self.site_concepts[code]
-                    break
+        if "aorta" in site_codes:
+            for x in [m] + linked:
+                for text in view.texts[x.start : x.end]:
+                    if text in _COMPOUND_SITES:
+                        site_codes = tuple(dict.fromkeys(site_codes + _COMPOUND_SITES[text]))
+        if concept == "calciphylaxis":
+            cue = _SKIN_CUES.search(view.text, sent_start_char, sent_end_char)
+            site_codes = ("skin",) if cue else ("unspecified",)
+        elif concept == "calcification":
+            if "skin" in site_codes and view.texts[m.end - 1] == "calcinosis":
+                concept = "calcinosis_cutis"  # "calcinosis of the fingertips"
+            else:
+                for code in site_codes:
+                    if code in self.site_concepts:
+                        concept = self.site_concepts[code]
+                        break
         laterality = self._laterality(view, m, linked, [x for x in lats if s_start <= x.start and x.end <= s_end])
         start_char, end_char = view.char_bounds(m.start, m.end)
         assertion = view.assertion(m.start, m.end)
@@ -447,7 +519,6 @@ class MentionFinder:
                 return None  # an exam title or "calcium score was obtained": no score, no mention
             if score is not None and float(score.group(1)) == 0:
                 status, triggers = "negated", triggers + ("negated:calcium score of 0",)
-        sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
         section = section_at(view.sections, start_char)
         return Mention(
             start=start_char,
@@ -465,8 +536,50 @@ class MentionFinder:
         )
 
     @staticmethod
+    def _head_noun_concept(view: DocView, m: Match, sites: list[Match], s_end: int, s_char: int, e_char: int) -> str:
+        """A generic word whose head noun is a granuloma ("calcified splenic and hepatic granulomas"), or a
+        nodule its sentence calls granulomatous, is a calcified granuloma."""
+        head = view.texts[m.end - 1]
+        if head not in _NODULE_HEADS:
+            covered = {i for x in sites if x.start >= m.end for i in range(x.start, x.end)}
+            head = None
+            for i in range(m.end, min(s_end, m.end + 6)):
+                text = view.texts[i]
+                if text in _GRANULOMA_HEADS or text in _NODULE_HEADS or not (i in covered or text in _COORDINATION):
+                    head = text
+                    break
+        if head in _GRANULOMA_HEADS:
+            return "calcified_granuloma"
+        if head in _NODULE_HEADS and "granulom" in view.text[s_char:e_char].lower():
+            return "calcified_granuloma"
+        return "calcification"
+
+    @staticmethod
+    def _adjectival(view: DocView, x: Match) -> bool:
+        return view.texts[x.end - 1].endswith(_ADJECTIVE_ENDINGS)
+
+    def _absorb(self, view: DocView, linked: list[Match], head: str | None) -> tuple[str, ...]:
+        """Site codes of ``linked`` (text order of linking kept), without the adjectives coordinated
+        before a head noun that names their place ("hilar and mediastinal nodes" -> lymph_node)."""
+        if not linked:
+            return ()
+        ordered = sorted(linked, key=lambda x: x.start)
+        dropped = set()
+        for i, x in enumerate(ordered):
+            code = x.a.rstrip("?")
+            if not self._adjectival(view, x):
+                continue
+            heads = [y.a.rstrip("?") for y in ordered[i + 1 :]]
+            if head is not None:
+                heads.append(head)
+            if any(code in _HEAD_NOUN_SITES.get(h, ()) for h in heads):
+                dropped.add(x)
+        return tuple(dict.fromkeys(x.a.rstrip("?") for x in linked if x not in dropped))
+
+    @staticmethod
     def _heading_site(view: DocView, m: Match, sites: list[Match]) -> tuple[str, ...]:
-        """The organ heading of the mention's line or paragraph ("KIDNEYS: punctate calcifications")."""
+        """The organ heading of the mention's line or paragraph ("KIDNEYS: punctate calcifications");
+        a section title without an organ ("IMPRESSION:") ends the search."""
         text = view.text
         start_char = view.doc[m.start].idx
         line_start = text.rfind("\n", 0, start_char) + 1
@@ -476,6 +589,8 @@ class MentionFinder:
                 hits = [x for x in sites if line_start <= view.doc[x.start].idx < head.end() and not x.a.endswith("?")]
                 if hits:
                     return (hits[0].a,)
+                if any(line_start <= s.start < head.end() for s in view.sections):
+                    return ()
             if line_start == 0 or text[max(0, line_start - 2) : line_start] == "\n\n":
                 return ()
             line_start = text.rfind("\n", 0, line_start - 1) + 1
@@ -503,10 +618,7 @@ class MentionFinder:
                 cost += 4
         return cost
 
-    def _link_sites(self, view: DocView, m: Match, sites: list[Match]) -> list[Match]:
-        inside = [x for x in sites if x.start >= m.start and x.end <= m.end]
-        if inside:
-            return inside + self._coordinated(view, inside[-1], sites, inside)
+    def _nearest(self, view: DocView, m: Match, sites: list[Match]) -> Match | None:
         best, best_cost = None, MAX_SITE_COST + 1
         for x in sites:
             if x.end <= m.start:
@@ -517,41 +629,113 @@ class MentionFinder:
                 continue
             if cost is not None and cost < best_cost:
                 best, best_cost = x, cost
+        return best
+
+    def _link_sites(
+        self, view: DocView, m: Match, sites: list[Match], chainable: list[Match], s_start: int
+    ) -> list[Match]:
+        """``sites``: the sentence's sites; ``chainable``: those not past a neighbouring mention."""
+        inside = [x for x in sites if x.start >= m.start and x.end <= m.end]
+        generic = m.b == "artery?" and all(x.a == "artery" for x in inside)  # "vascular calcification"
+        weak = all(x.a.endswith("?") for x in inside)  # "calcified nodules": where, if the sentence says
+        if inside and not generic and not weak:
+            linked = inside + self._coordinated(view, inside[-1], chainable, inside)
+            return self._coordinated_before(view, inside[0].start, chainable, linked) + linked
+        outside = [x for x in sites if x.end <= m.start or x.start >= m.end]
+        best = self._nearest(view, m, outside)
         if best is None:
-            return []
-        # adjacent site words name one place by its head noun: "dermal arterioles" -> artery
+            best = self._subject(view, m, outside, s_start)
+        if best is None or (weak and inside and best.a.endswith("?")):
+            return inside
+        # an adjective site names the place of the site noun after it: "dermal arterioles" -> artery,
+        # "intracranial internal carotid arteries" -> artery; the adjectives stay in the chain
         ordered = sorted(sites, key=lambda s: s.start)
         i = ordered.index(best)
-        while i + 1 < len(ordered) and ordered[i + 1].start == ordered[i].end and ordered[i + 1].start >= m.end:
-            i += 1
-        best = ordered[i]
-        return [best] + self._coordinated(view, best, sites, [best])
+        if (i > 0 and ordered[i - 1].end == best.start and best.a.rstrip("?") not in _HEAD_NOUN_SITES
+                and not ordered[i - 1].a.endswith("?") and self._adjectival(view, ordered[i - 1])):
+            best = ordered[i - 1]  # "tracheobronchial cartilage": the organ, not the tissue
+        walked = [best]
+        if best.start >= m.end:
+            ordered = sorted(outside, key=lambda s: s.start)
+            i = ordered.index(best)
+            while (i + 1 < len(ordered) and ordered[i + 1].a.rstrip("?") in _HEAD_NOUN_SITES
+                   and self._adjectival(view, ordered[i])
+                   and all(t in _MODIFIERS for t in view.texts[ordered[i].end : ordered[i + 1].start])):
+                i += 1
+                walked.append(ordered[i])
+        best = walked[-1]
+        linked = walked + self._coordinated(view, best, chainable, walked)
+        if inside and generic and not any(x.a in _VESSEL_SITES for x in linked):
+            return inside  # "vascular calcifications in the right breast": the vessels, not the breast
+        return self._coordinated_before(view, walked[0].start, chainable, linked) + linked
+
+    def _subject(self, view: DocView, m: Match, sites: list[Match], s_start: int) -> Match | None:
+        """A site among the first words of the sentence, before the mention, is what the sentence is
+        about ("Failed transplant kidney in the right iliac fossa, small and atrophic, with ... calcification")."""
+        for x in sites:
+            if x.start > s_start + SUBJECT_TOKENS or x.end > m.start:
+                break
+            if view.texts[s_start] in ("no", "without") or x.a.endswith("?"):
+                return None
+            if self._cost(view, x.end, m.start) is not None:
+                return x
+        return None
 
     @staticmethod
     def _coordinated(view: DocView, anchor: Match, sites: list[Match], taken: list[Match]) -> list[Match]:
-        """Sites chained to ``anchor`` by "and", "or", commas, "the", laterality words."""
+        """Sites chained to ``anchor`` by "and", "or", commas, "the", modifiers, laterality words."""
         chained: list[Match] = []
         ordered = sorted(sites, key=lambda s: s.start)
+        starts = {x.start for x in ordered}
         last = anchor
         for x in ordered:
             if x.start < anchor.end or x in taken:
                 continue
             gap = view.texts[last.end : x.start]
-            if gap and all(t in _COORDINATION or t in ("left", "right", "bilateral") for t in gap) and (
-                "and" in gap or "or" in gap or "," in gap or "/" in gap
-            ):
+            if gap and all(t in _COORDINATION for t in gap) and any(t in _CONJUNCTIONS for t in gap):
+                if not any(t in _AND_OR for t in gap) and x.end < len(view.doc) and not (
+                    view.texts[x.end] in _LIST_END or x.end in starts
+                ):
+                    break  # "(calcified nodes, RUL scarring, ...)": a list of findings, not of places
                 chained.append(x)
                 last = x
-            elif not gap:
-                last = x  # adjacent site words ("hilar lymph nodes") extend the chain
+            elif not gap and MentionFinder._adjectival(view, last):
+                if x.a.rstrip("?") in _HEAD_NOUN_SITES:
+                    chained.append(x)  # the noun an adjective site modifies ("hilar and mediastinal nodes")
+                last = x  # "tracheal and bronchial cartilage": the adjective is the place
             else:
+                break  # "aortic knob lungs are clear": a new phrase, not the same place
+        return chained
+
+    @staticmethod
+    def _coordinated_before(view: DocView, start: int, sites: list[Match], taken: list[Match]) -> list[Match]:
+        """Sites chained before token ``start`` by "and", "or", commas ("coronary and aortic calcification")."""
+        chained: list[Match] = []
+        first = start
+        for x in sorted(sites, key=lambda s: -s.start):
+            if x.end > first or x in taken:
+                continue
+            gap = view.texts[x.end : first]
+            if gap and all(t in _COORDINATION for t in gap) and any(t in _CONJUNCTIONS for t in gap):
+                chained.append(x)
+            elif gap or not MentionFinder._adjectival(view, x):
                 break
+            first = x.start  # an adjective before it ("aortic and mitral valve") extends the chain
+        if chained:
+            i = first - 1
+            while i >= 0 and view.texts[i] in _MODIFIERS:
+                i -= 1
+            if i >= 0 and view.texts[i] in _PREPOSITIONS:
+                return []  # "calcification of the aorta and iliac arteries, and coronary ...": not ours
         return chained
 
     def _laterality(self, view: DocView, m: Match, linked: list[Match], lats: list[Match]) -> str | None:
         anchors = [m] + linked
         best, best_cost = None, 7
+        n = len(view.doc)
         for lat in lats:
+            if lat.end < n and view.texts[lat.end] in _NOT_LATERALITY_NEXT:
+                continue  # "right coronary artery", "left ventricle"
             for a in anchors:
                 if lat.end <= a.start:
                     cost = self._cost(view, lat.end, a.start)
