@@ -343,7 +343,7 @@ _MODIFIERS = frozenset({
     "the", "both", "common", "proximal", "distal", "great", "small", "large", "main", "internal", "external",
     "superficial", "deep", "upper", "lower", "mid", "left", "right", "bilateral", "anterior", "posterior", "medial",
     "lateral", "superior", "inferior", "ascending", "descending", "cavernous", "cervical", "visceral", "axillary",
-    "its", "their", "several", "multiple",
+    "its", "their", "several", "multiple", "major",
 })
 _PREPOSITIONS = frozenset({"of", "in", "within", "along", "involving", "at", "into", "from", "throughout"})
 _AND_OR = frozenset({"and", "or", "&", "/"})
@@ -386,6 +386,7 @@ _SCORE_PHRASES = frozenset(
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
 MAX_SITE_COST = 14
+WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed over for a named place nearby
 SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
@@ -627,6 +628,8 @@ class MentionFinder:
                 cost = self._cost(view, m.end, x.start)
             else:
                 continue
+            if cost is not None and x.a.endswith("?"):
+                cost += WEAK_SITE_COST  # "calcific atherosclerosis" of the named "abdominal aorta" before it
             if cost is not None and cost < best_cost:
                 best, best_cost = x, cost
         return best
@@ -700,7 +703,7 @@ class MentionFinder:
                 chained.append(x)
                 last = x
             elif not gap and MentionFinder._adjectival(view, last):
-                if x.a.rstrip("?") in _HEAD_NOUN_SITES:
+                if x.a.rstrip("?") in _HEAD_NOUN_SITES and not MentionFinder._adjectival(view, x):
                     chained.append(x)  # the noun an adjective site modifies ("hilar and mediastinal nodes")
                 last = x  # "tracheal and bronchial cartilage": the adjective is the place
             else:
