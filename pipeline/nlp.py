@@ -337,7 +337,7 @@ def view_of(doc: Doc) -> DocView:
 # mentions
 
 _STRONG_BREAK = frozenset({";", "but", "however", "while", "although", "whereas", "though"})
-_SOFT_BREAK = frozenset({",", ":"})  # each crossing adds 4 to the linking cost
+_SOFT_BREAK = frozenset({",", ":", "."})  # each crossing adds 4 to the linking cost
 # words that may stand between coordinated site words ("the common and external iliac arteries")
 _MODIFIERS = frozenset({
     "the", "both", "common", "proximal", "distal", "great", "small", "large", "main", "internal", "external",
@@ -361,12 +361,16 @@ _HEAD_NOUN_SITES = {
     "lymph_node": _ORGAN_SITES | {"aorta", "artery"},
     "artery": _ORGAN_SITES,
     "vein": _ORGAN_SITES,
-    "heart_valve": frozenset({"aorta", "lung"}),
+    "heart_valve": frozenset({"aorta", "lung", "coronary_artery"}),  # "right coronary cusp"
 }
 # one word that names two sites ("aortoiliac" = the aorta and the iliac arteries)
 _COMPOUND_SITES = {"aortoiliac": ("aorta", "artery"), "aorto-iliac": ("aorta", "artery"), "aortobiiliac": ("aorta", "artery")}
 # a granuloma is never in a vessel or the heart ("calcified granulomas ..., and coronary calcification")
 _EXCLUDED_SITES = {"calcified_granuloma": frozenset(_VESSEL_SITES | {"heart_valve", "myocardium", "pericardium"})}
+# concepts that only say where the deposit is: a phrase covering other sites as well is reconsidered
+_SITE_DERIVED = frozenset({"calcification", "vascular_calcification", "coronary_artery_calcification",
+                           "valvular_calcification"})
+_VASCULAR_CONCEPTS = frozenset({"vascular_calcification", "coronary_artery_calcification"})
 _GRANULOMA_HEADS = frozenset({"granuloma", "granulomas", "granulomata"})
 _NODULE_HEADS = frozenset({"nodule", "nodules"})
 # calciphylaxis is a skin site only when its sentence names skin, a skin lesion or a body surface
@@ -504,10 +508,9 @@ class MentionFinder:
             if "skin" in site_codes and view.texts[m.end - 1] == "calcinosis":
                 concept = "calcinosis_cutis"  # "calcinosis of the fingertips"
             else:
-                for code in site_codes:
-                    if code in self.site_concepts:
-                        concept = self.site_concepts[code]
-                        break
+                concept = self._site_concept(site_codes, concept)
+        elif concept in _SITE_DERIVED and len(site_codes) > 1:
+            concept = self._site_concept(site_codes, concept)
         laterality = self._laterality(view, m, linked, [x for x in lats if s_start <= x.start and x.end <= s_end])
         start_char, end_char = view.char_bounds(m.start, m.end)
         assertion = view.assertion(m.start, m.end)
@@ -535,6 +538,17 @@ class MentionFinder:
             sentence_end=sent_end_char,
             triggers=triggers,
         )
+
+    def _site_concept(self, site_codes: tuple[str, ...], concept: str) -> str:
+        """The concept the linked sites share: the aorta with the coronary arteries is vascular, the
+        coronary arteries with a valve share none (generic)."""
+        found = [self.site_concepts[c] for c in site_codes if c in self.site_concepts]
+        kinds = set(found)
+        if len(kinds) > 1:
+            return "vascular_calcification" if kinds <= _VASCULAR_CONCEPTS else "calcification"
+        if kinds and concept in _SITE_DERIVED:
+            return found[0]
+        return concept
 
     @staticmethod
     def _head_noun_concept(view: DocView, m: Match, sites: list[Match], s_end: int, s_char: int, e_char: int) -> str:
@@ -630,8 +644,8 @@ class MentionFinder:
                 continue
             if cost is not None and x.a.endswith("?"):
                 cost += WEAK_SITE_COST  # "calcific atherosclerosis" of the named "abdominal aorta" before it
-            if cost is not None and cost < best_cost:
-                best, best_cost = x, cost
+            if cost is not None and (cost < best_cost or (cost == best_cost and x.start >= m.end)):
+                best, best_cost = x, cost  # a tie goes to the noun after "calcified"
         return best
 
     def _link_sites(
@@ -695,7 +709,10 @@ class MentionFinder:
             if x.start < anchor.end or x in taken:
                 continue
             gap = view.texts[last.end : x.start]
-            if gap and all(t in _COORDINATION for t in gap) and any(t in _CONJUNCTIONS for t in gap):
+            and_or = any(t in _AND_OR for t in gap)
+            if gap and all(t in _COORDINATION or (and_or and t in _PREPOSITIONS) for t in gap) and any(
+                t in _CONJUNCTIONS for t in gap
+            ):
                 if not any(t in _AND_OR for t in gap) and x.end < len(view.doc) and not (
                     view.texts[x.end] in _LIST_END or x.end in starts
                 ):
@@ -703,7 +720,7 @@ class MentionFinder:
                 chained.append(x)
                 last = x
             elif not gap and MentionFinder._adjectival(view, last):
-                if x.a.rstrip("?") in _HEAD_NOUN_SITES and not MentionFinder._adjectival(view, x):
+                if x.a.rstrip("?") in _HEAD_NOUN_SITES and x.a != "artery?" and not MentionFinder._adjectival(view, x):
                     chained.append(x)  # the noun an adjective site modifies ("hilar and mediastinal nodes")
                 last = x  # "tracheal and bronchial cartilage": the adjective is the place
             else:
