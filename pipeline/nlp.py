@@ -337,7 +337,7 @@ def view_of(doc: Doc) -> DocView:
 # mentions
 
 _STRONG_BREAK = frozenset({";", "but", "however", "while", "although", "whereas", "though"})
-_SOFT_BREAK = frozenset({",", ":", "."})  # each crossing adds 4 to the linking cost
+_SOFT_BREAK = frozenset({",", ":", ".", "\n"})  # each crossing adds 4 to the linking cost
 # words that may stand between coordinated site words ("the common and external iliac arteries")
 _MODIFIERS = frozenset({
     "the", "both", "common", "proximal", "distal", "great", "small", "large", "main", "internal", "external",
@@ -348,7 +348,7 @@ _MODIFIERS = frozenset({
 _PREPOSITIONS = frozenset({"of", "in", "within", "along", "involving", "at", "into", "from", "throughout"})
 _AND_OR = frozenset({"and", "or", "&", "/"})
 _LIST_END = frozenset({",", "and", "or", ".", ";", ")", "bilaterally", "\n"})
-_CONJUNCTIONS = frozenset({"and", "or", ",", "/", "&", "through", "thru", "to"})
+_CONJUNCTIONS = frozenset({"and", "or", ",", "/", "&", "through", "thru", "to", "into", "extending", "extends", "including"})
 _COORDINATION = _MODIFIERS | _CONJUNCTIONS
 # a site word ending like an adjective ("renal", "hilar", "aortic", "pulmonary") modifies the next site noun
 _ADJECTIVE_ENDINGS = ("al", "ic", "ar", "ary", "ac", "ous", "ine")
@@ -365,6 +365,18 @@ _HEAD_NOUN_SITES = {
 }
 # one word that names two sites ("aortoiliac" = the aorta and the iliac arteries)
 _COMPOUND_SITES = {"aortoiliac": ("aorta", "artery"), "aorto-iliac": ("aorta", "artery"), "aortobiiliac": ("aorta", "artery")}
+
+
+def _modifies(adjective: str, head: str) -> bool:
+    """An adjective site before a head noun site names where the head is ("renal arteries", "hilar
+    nodes", "right coronary cusp"), unless it is itself a vessel ("coronary artery" is coronary)."""
+    head = head.rstrip("?")
+    if head not in _HEAD_NOUN_SITES:
+        return False
+    adjective = adjective.rstrip("?")
+    return adjective not in _VESSEL_SITES or adjective in _HEAD_NOUN_SITES[head]
+
+
 # a granuloma is never in a vessel or the heart ("calcified granulomas ..., and coronary calcification")
 _EXCLUDED_SITES = {"calcified_granuloma": frozenset(_VESSEL_SITES | {"heart_valve", "myocardium", "pericardium"})}
 # concepts that only say where the deposit is: a phrase covering other sites as well is reconsidered
@@ -382,6 +394,8 @@ _SKIN_CUES = re.compile(
     re.IGNORECASE,
 )
 # "right coronary artery", "left ventricle", "left anterior descending": names, not laterality
+_QUADRANTS = frozenset({"upper quadrant", "lower quadrant"})  # "RIGHT UPPER QUADRANT ULTRASOUND": a region
+_NAMED_SIDES = frozenset({"coronary_artery", "myocardium"})
 _NOT_LATERALITY_NEXT = frozenset({"coronary", "circumflex", "ventricle", "ventricular", "atrium", "atrial", "heart"})
 _SCORE_PHRASES = frozenset(
     {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring", "coronary calcium",
@@ -390,8 +404,13 @@ _SCORE_PHRASES = frozenset(
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
 MAX_SITE_COST = 14
+FIXED_SIDE_COST = 9  # a phrase that names its site takes laterality from a place this near
 WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed over for a named place nearby
 SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
+_SIDE_LABEL = re.compile(
+    r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior descending|upper quadrant|"
+    r"lower quadrant))[A-Za-z0-9 ,]{0,30}:"
+)
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
 
@@ -511,7 +530,18 @@ class MentionFinder:
                 concept = self._site_concept(site_codes, concept)
         elif concept in _SITE_DERIVED and len(site_codes) > 1:
             concept = self._site_concept(site_codes, concept)
-        laterality = self._laterality(view, m, linked, [x for x in lats if s_start <= x.start and x.end <= s_end])
+        named = [x for x in near_sites if x.a in _NAMED_SIDES]  # "left main", "right coronary", "left ventricle"
+        if fixed:  # the places a fixed phrase sits in ("renal cortex bilaterally ... cortical nephrocalcinosis")
+            near = self._link_sites(view, m, near_sites, sent_sites, s_start)
+            if near and (min(self._distance(view, m, x) for x in near) <= FIXED_SIDE_COST
+                         or min(x.start for x in near) <= s_start + SUBJECT_TOKENS):
+                linked = linked + near
+        laterality = self._laterality(view, m, linked, [
+            x for x in lats if s_start <= x.start and x.end <= min(s_end, ceiling)
+            and not any(n.start <= x.start < n.end for n in named)
+        ])
+        if laterality is None:
+            laterality = self._heading_laterality(view, m, lats)
         start_char, end_char = view.char_bounds(m.start, m.end)
         assertion = view.assertion(m.start, m.end)
         status = assertion.status
@@ -612,6 +642,37 @@ class MentionFinder:
         return ()
 
     @staticmethod
+    @staticmethod
+    def _heading_laterality(view: DocView, m: Match, lats: list[Match]) -> str | None:
+        """Laterality of the label the mention follows on its line or a line above in its paragraph
+        ("RIGHT BREAST: ...", "LEFT: ... RIGHT: ..."), or of a one-sided exam title on the first line
+        ("RIGHT SHOULDER 3 VIEWS", "LEFT DIAGNOSTIC MAMMOGRAM")."""
+        if not lats:
+            return None
+        text = view.text
+        start_char = view.doc[m.start].idx
+        end = start_char
+        line_start = text.rfind("\n", 0, start_char) + 1
+        for _ in range(4):
+            labels = list(_SIDE_LABEL.finditer(text, line_start, end))
+            if labels:
+                return labels[-1].group(1).lower().replace("bilaterally", "bilateral")
+            head = _ORGAN_HEADING.match(text, line_start)
+            if head and any(line_start <= s.start < head.end() for s in view.sections):
+                break  # "IMPRESSION:" ends the search
+            if line_start == 0 or text[max(0, line_start - 2) : line_start] == "\n\n":
+                break
+            end = line_start - 1
+            line_start = text.rfind("\n", 0, end) + 1
+        first_end = text.find("\n")
+        if 0 < first_end <= 60 and start_char > first_end:
+            sides = {x.a for x in lats if view.doc[x.start].idx < first_end
+                     and " ".join(view.texts[x.end : x.end + 2]) not in _QUADRANTS}
+            if len(sides) == 1:
+                return sides.pop()
+        return None
+
+    @staticmethod
     def _title_site(view: DocView, sites: list[Match]) -> tuple[str, ...]:
         """The organ of a one-organ exam title on the note's first line ("RENAL ULTRASOUND")."""
         text = view.text
@@ -632,6 +693,15 @@ class MentionFinder:
             if text in _SOFT_BREAK:
                 cost += 4
         return cost
+
+    def _distance(self, view: DocView, m: Match, x: Match) -> int:
+        if x.end <= m.start:
+            cost = self._cost(view, x.end, m.start)
+        elif x.start >= m.end:
+            cost = self._cost(view, m.end, x.start)
+        else:
+            cost = 0
+        return MAX_SITE_COST + 1 if cost is None else cost
 
     def _nearest(self, view: DocView, m: Match, sites: list[Match]) -> Match | None:
         best, best_cost = None, MAX_SITE_COST + 1
@@ -675,7 +745,7 @@ class MentionFinder:
         if best.start >= m.end:
             ordered = sorted(outside, key=lambda s: s.start)
             i = ordered.index(best)
-            while (i + 1 < len(ordered) and ordered[i + 1].a.rstrip("?") in _HEAD_NOUN_SITES
+            while (i + 1 < len(ordered) and _modifies(ordered[i].a, ordered[i + 1].a)
                    and self._adjectival(view, ordered[i])
                    and all(t in _MODIFIERS for t in view.texts[ordered[i].end : ordered[i + 1].start])):
                 i += 1
@@ -720,7 +790,7 @@ class MentionFinder:
                 chained.append(x)
                 last = x
             elif not gap and MentionFinder._adjectival(view, last):
-                if x.a.rstrip("?") in _HEAD_NOUN_SITES and x.a != "artery?" and not MentionFinder._adjectival(view, x):
+                if x.a != "artery?" and _modifies(last.a, x.a) and not MentionFinder._adjectival(view, x):
                     chained.append(x)  # the noun an adjective site modifies ("hilar and mediastinal nodes")
                 last = x  # "tracheal and bronchial cartilage": the adjective is the place
             else:
