@@ -530,15 +530,17 @@ class MentionFinder:
                 concept = self._site_concept(site_codes, concept)
         elif concept in _SITE_DERIVED and len(site_codes) > 1:
             concept = self._site_concept(site_codes, concept)
-        named = [x for x in near_sites if x.a in _NAMED_SIDES]  # "left main", "right coronary", "left ventricle"
         if fixed:  # the places a fixed phrase sits in ("renal cortex bilaterally ... cortical nephrocalcinosis")
-            near = self._link_sites(view, m, near_sites, sent_sites, s_start)
+            same = [x for x in near_sites if x.a.rstrip("?") == phrase_site]  # the same organ named near it
+            near = self._link_sites(view, m, same, same, s_start)
             if near and (min(self._distance(view, m, x) for x in near) <= FIXED_SIDE_COST
                          or min(x.start for x in near) <= s_start + SUBJECT_TOKENS):
                 linked = linked + near
+        # a side word that is itself a place not linked here ("calcified nodes, RUL scarring") is not ours
+        other = [x for x in near_sites if x.a in _NAMED_SIDES or (x not in linked and x.a.rstrip("?") == "lung")]
         laterality = self._laterality(view, m, linked, [
             x for x in lats if s_start <= x.start and x.end <= min(s_end, ceiling)
-            and not any(n.start <= x.start < n.end for n in named)
+            and not any(n.start <= x.start < n.end for n in other)
         ])
         if laterality is None:
             laterality = self._heading_laterality(view, m, lats)
