@@ -374,7 +374,7 @@ def _modifies(adjective: str, head: str) -> bool:
     if head not in _HEAD_NOUN_SITES:
         return False
     adjective = adjective.rstrip("?")
-    return adjective not in _VESSEL_SITES or adjective in _HEAD_NOUN_SITES[head]
+    return adjective not in _VESSEL_SITES or adjective == head or adjective in _HEAD_NOUN_SITES[head]
 
 
 # a granuloma is never in a vessel or the heart ("calcified granulomas ..., and coronary calcification")
@@ -498,14 +498,16 @@ class MentionFinder:
         fixed = phrase_site != "-" and not phrase_site.endswith("?")
         if fixed:
             inside = [x for x in sent_sites if x.start >= m.start and x.end <= m.end]
-            linked = self._coordinated_before(view, m.start, sent_sites, [])
+            linked = self._coordinated_before(view, m.start, sent_sites, [], floor)
             if inside:  # "calcified aorta and branch vessels"
                 linked += self._coordinated(view, inside[-1], sent_sites, inside)
-            site_codes = self._absorb(view, linked, phrase_site.rstrip("?"))
+            # "hilar and mediastinal lymph node calcifications": the phrase's own head noun takes them in
+            head = phrase_site if inside and not self._adjectival(view, inside[-1]) else None
+            site_codes = self._absorb(view, linked, head)
             site_codes = tuple(dict.fromkeys((phrase_site,) + site_codes))  # "coronary and aortic calcification"
         else:
-            linked = self._link_sites(view, m, near_sites, sent_sites, s_start)
-            weak = bool(linked) and all(x.a.endswith("?") for x in linked)
+            linked = self._link_sites(view, m, near_sites, sent_sites, s_start, floor)
+            weak = bool(linked) and all(x.a.endswith("?") for x in linked) and m.b != "artery?"
             site_codes = self._absorb(view, linked, None)
             if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
                 site_codes = ("lymph_node",) + site_codes[1:]
@@ -530,9 +532,11 @@ class MentionFinder:
                 concept = self._site_concept(site_codes, concept)
         elif concept in _SITE_DERIVED and len(site_codes) > 1:
             concept = self._site_concept(site_codes, concept)
+        elif concept == "vascular_calcification" and site_codes == ("coronary_artery",):
+            concept = "coronary_artery_calcification"  # "atherosclerotic calcification of the coronary arteries"
         if fixed:  # the places a fixed phrase sits in ("renal cortex bilaterally ... cortical nephrocalcinosis")
             same = [x for x in near_sites if x.a.rstrip("?") == phrase_site]  # the same organ named near it
-            near = self._link_sites(view, m, same, same, s_start)
+            near = self._link_sites(view, m, same, same, s_start, floor)
             if near and (min(self._distance(view, m, x) for x in near) <= FIXED_SIDE_COST
                          or min(x.start for x in near) <= s_start + SUBJECT_TOKENS):
                 linked = linked + near
@@ -616,7 +620,9 @@ class MentionFinder:
             code = x.a.rstrip("?")
             if not self._adjectival(view, x):
                 continue
-            heads = [y.a.rstrip("?") for y in ordered[i + 1 :]]
+            # a head is a site noun, or a node station ("mediastinal and left hilar lymph XXXX")
+            heads = [y.a.rstrip("?") for y in ordered[i + 1 :]
+                     if not self._adjectival(view, y) or y.a.rstrip("?") == "lymph_node"]
             if head is not None:
                 heads.append(head)
             if any(code in _HEAD_NOUN_SITES.get(h, ()) for h in heads):
@@ -721,15 +727,15 @@ class MentionFinder:
         return best
 
     def _link_sites(
-        self, view: DocView, m: Match, sites: list[Match], chainable: list[Match], s_start: int
+        self, view: DocView, m: Match, sites: list[Match], chainable: list[Match], s_start: int, floor: int
     ) -> list[Match]:
         """``sites``: the sentence's sites; ``chainable``: those not past a neighbouring mention."""
         inside = [x for x in sites if x.start >= m.start and x.end <= m.end]
-        generic = m.b == "artery?" and all(x.a == "artery" for x in inside)  # "vascular calcification"
+        generic = m.b == "artery?" and all(x.a.rstrip("?") == "artery" for x in inside)  # "vascular calcification"
         weak = all(x.a.endswith("?") for x in inside)  # "calcified nodules": where, if the sentence says
         if inside and not generic and not weak:
             linked = inside + self._coordinated(view, inside[-1], chainable, inside)
-            return self._coordinated_before(view, inside[0].start, chainable, linked) + linked
+            return self._coordinated_before(view, inside[0].start, chainable, linked, floor) + linked
         outside = [x for x in sites if x.end <= m.start or x.start >= m.end]
         best = self._nearest(view, m, outside)
         if best is None:
@@ -756,7 +762,7 @@ class MentionFinder:
         linked = walked + self._coordinated(view, best, chainable, walked)
         if inside and generic and not any(x.a in _VESSEL_SITES for x in linked):
             return inside  # "vascular calcifications in the right breast": the vessels, not the breast
-        return self._coordinated_before(view, walked[0].start, chainable, linked) + linked
+        return self._coordinated_before(view, walked[0].start, chainable, linked, floor) + linked
 
     def _subject(self, view: DocView, m: Match, sites: list[Match], s_start: int) -> Match | None:
         """A site among the first words of the sentence, before the mention, is what the sentence is
@@ -800,7 +806,9 @@ class MentionFinder:
         return chained
 
     @staticmethod
-    def _coordinated_before(view: DocView, start: int, sites: list[Match], taken: list[Match]) -> list[Match]:
+    def _coordinated_before(
+        view: DocView, start: int, sites: list[Match], taken: list[Match], floor: int
+    ) -> list[Match]:
         """Sites chained before token ``start`` by "and", "or", commas ("coronary and aortic calcification")."""
         chained: list[Match] = []
         first = start
@@ -817,8 +825,9 @@ class MentionFinder:
             i = first - 1
             while i >= 0 and view.texts[i] in _MODIFIERS:
                 i -= 1
-            if i >= 0 and view.texts[i] in _PREPOSITIONS:
+            if i >= 0 and (view.texts[i] in _PREPOSITIONS or i < floor):
                 return []  # "calcification of the aorta and iliac arteries, and coronary ...": not ours
+                # "calcified coronaries, calcified mitral annulus": the coronaries are the previous mention's
         return chained
 
     def _laterality(self, view: DocView, m: Match, linked: list[Match], lats: list[Match]) -> str | None:

@@ -225,6 +225,19 @@ def found_sites(nlp, text):
          [("calcification", {"tendon_joint"}, "right")]),
         ("Left ventricle: apical aneurysm with curvilinear mural calcification.", [("calcification", {"myocardium"}, None)]),
         ("Calcified plaque in the left main coronary artery.", [("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        # more mentions in one sentence keep their own sites
+        ("Calcified aorta, calcified coronaries, calcified mitral annulus.",
+         [("vascular_calcification", {"aorta"}, None), ("coronary_artery_calcification", {"coronary_artery"}, None),
+          ("valvular_calcification", {"heart_valve"}, None)]),
+        ("Aortic, coronary and mitral annular calcifications.",
+         [("calcification", {"aorta", "coronary_artery", "heart_valve"}, None)]),
+        ("IMPRESSION: 1. CALCIFIED GRANULOMA RLL 2. AORTIC CALCIFICATION 3. MAC",
+         [("calcified_granuloma", {"lung"}, "right"), ("vascular_calcification", {"aorta"}, None),
+          ("valvular_calcification", {"heart_valve"}, None)]),
+        # a vessel phrase on the coronaries is coronary; "possibly vascular" does not outrank the organ heading
+        ("Calcified atherosclerotic plaque in the proximal LAD.", [("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        ("Kidneys: Normal size. Bilateral punctate nonobstructing calcifications, possibly vascular vs tiny stones.",
+         [("calcification", {"kidney"}, "bilateral")]),
     ],
 )
 def test_site_linking_on_real_report_language(nlp, text, expected):
