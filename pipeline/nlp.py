@@ -411,6 +411,8 @@ _SIDE_LABEL = re.compile(
     r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior descending|upper quadrant|"
     r"lower quadrant))[A-Za-z0-9 ,]{0,30}:"
 )
+TITLE_LINES = 3  # the exam title is on one of the first lines (a date line may come first)
+_EXAM_LINE = re.compile(r"(?i)(?:exam(?:ination)?|study|procedure)\s*:")
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
 
@@ -672,23 +674,47 @@ class MentionFinder:
                 break
             end = line_start - 1
             line_start = text.rfind("\n", 0, end) + 1
-        first_end = text.find("\n")
-        if 0 < first_end <= 60 and start_char > first_end:
-            sides = {x.a for x in lats if view.doc[x.start].idx < first_end
+        spans = MentionFinder._title_spans(view, strict=True)  # not "HPI: 67M with a left leg ulcer"
+        if spans and start_char > spans[-1][1]:
+            sides = {x.a for x in lats if any(a <= view.doc[x.start].idx < b for a, b in spans)
                      and " ".join(view.texts[x.end : x.end + 2]) not in _QUADRANTS}
             if len(sides) == 1:
                 return sides.pop()
         return None
 
     @staticmethod
-    def _title_site(view: DocView, sites: list[Match]) -> tuple[str, ...]:
-        """The organ of a one-organ exam title on the note's first line ("RENAL ULTRASOUND")."""
+    def _title_spans(view: DocView, strict: bool = False) -> list[tuple[int, int]]:
+        """Character spans of the exam title among the note's first lines: a short first line, an
+        upper-case line without a colon ("RENAL ULTRASOUND", "CT ABD & PELVIS WITH CONTRAST" under a date line), a specimen line
+        ending in a colon, or "EXAM: CT CHEST"."""
         text = view.text
-        first_end = text.find("\n")
-        first_end = len(text) if first_end < 0 else first_end
-        if first_end > 60:
+        spans = []
+        start = 0
+        for _ in range(TITLE_LINES):
+            end = text.find("\n", start)
+            end = len(text) if end < 0 else end
+            line = text[start:end].strip()
+            if (start == 0 and end <= 60 and not strict) or (line and end - start <= 70 and line == line.upper() and (
+                ":" not in line or line.endswith(":") or _EXAM_LINE.match(line)  # "A. LEFT BREAST, ... BIOPSY:"
+            )):
+                spans.append((start, end))
+            if end >= len(text):
+                break
+            start = end + 1
+        return spans
+
+    def _title_site(self, view: DocView, sites: list[Match]) -> tuple[str, ...]:
+        """The organ of a one-organ exam title ("RENAL ULTRASOUND", "THYROID US")."""
+        spans = self._title_spans(view)
+        if not spans:
             return ()
-        hits = {x.a for x in sites if view.doc[x.start].idx < first_end and not x.a.endswith("?")}
+        hits = set()
+        for x in sites:
+            idx = view.doc[x.start].idx
+            if idx >= spans[-1][1]:
+                break
+            if not x.a.endswith("?") and any(a <= idx < b for a, b in spans):
+                hits.add(x.a)
         return (hits.pop(),) if len(hits) == 1 else ()
 
     @staticmethod

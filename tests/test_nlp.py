@@ -238,6 +238,13 @@ def found_sites(nlp, text):
         ("Calcified atherosclerotic plaque in the proximal LAD.", [("coronary_artery_calcification", {"coronary_artery"}, None)]),
         ("Kidneys: Normal size. Bilateral punctate nonobstructing calcifications, possibly vascular vs tiny stones.",
          [("calcification", {"kidney"}, "bilateral")]),
+        # the exam title under a date line gives site and side; a clinical first line gives no side
+        ("[**2150-1-1**] 10:00 AM\nLEFT SHOULDER 2 VIEWS\nFINDINGS: Calcific tendinitis.",
+         [("calcification", {"tendon_joint"}, "left")]),
+        ("[**2150-1-1**]\nTHYROID ULTRASOUND\nFINDINGS: 1 cm solid nodule with microcalcifications.",
+         [("calcification", {"thyroid"}, None)]),
+        ("HPI: 67M with left leg ulcer\nEXAM: Hard subcutaneous nodules over both elbows.\nCT: coronary calcification.",
+         [("coronary_artery_calcification", {"coronary_artery"}, None)]),
     ],
 )
 def test_site_linking_on_real_report_language(nlp, text, expected):
