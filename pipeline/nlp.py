@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Iterable
 
@@ -416,6 +416,19 @@ _EXAM_LINE = re.compile(r"(?i)(?:exam(?:ination)?|study|procedure)\s*:")
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
 
 
+def _within(matches: list[Match], starts: list[int], start: int, end: int) -> list[Match]:
+    """The matches (in text order, ``starts`` their start tokens) inside tokens [start, end)."""
+    out = []
+    for i in range(bisect_left(starts, start), len(matches)):
+        x = matches[i]
+        if x.start >= end:
+            break
+        if x.end <= end:
+            out.append(x)
+    return out
+
+
+
 class MentionFinder:
     """Calcification mentions: concept, sites, laterality, assertion, section.
 
@@ -456,6 +469,8 @@ class MentionFinder:
         out = []
         previous = None
         ordered = sorted(candidates, key=lambda m: m.start)
+        sites = (matches["S"], [x.start for x in matches["S"]])
+        lats = (matches["L"], [x.start for x in matches["L"]])
         for k, m in enumerate(ordered):
             if previous is not None and m.start == previous.end + 1 and view.texts[previous.end] == "(":
                 continue  # "mitral annular calcification (MAC)": the definition is part of its long form
@@ -464,7 +479,7 @@ class MentionFinder:
             floor = previous.end if previous is not None else 0
             ceiling = ordered[k + 1].start if k + 1 < len(ordered) else len(doc)
             previous = m
-            mention = self._mention(view, m, matches["S"], matches["L"], floor, ceiling)
+            mention = self._mention(view, m, sites, lats, floor, ceiling)
             if mention is not None:
                 out.append(mention)
         doc._.calc_mentions = tuple(out)
@@ -484,12 +499,14 @@ class MentionFinder:
         return out
 
     def _mention(
-        self, view: DocView, m: Match, sites: list[Match], lats: list[Match], floor: int, ceiling: int
+        self, view: DocView, m: Match, site_index: tuple[list[Match], list[int]],
+        lat_index: tuple[list[Match], list[int]], floor: int, ceiling: int,
     ) -> Mention | None:
+        sites, lats = site_index[0], lat_index[0]
         s_start, s_end = view.sentence(m.start)
         concept, phrase_site = m.a, m.b
-        sent_sites = [x for x in sites if max(s_start, floor) <= x.start and x.end <= min(s_end, ceiling)]
-        near_sites = [x for x in sites if s_start <= x.start and x.end <= s_end]
+        near_sites = _within(*site_index, s_start, s_end)  # vocabulary matches are in text order
+        sent_sites = [x for x in near_sites if floor <= x.start and x.end <= ceiling]
         sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
         if concept == "calcification":
             concept = self._head_noun_concept(view, m, sent_sites, s_end, sent_start_char, sent_end_char)
@@ -545,11 +562,10 @@ class MentionFinder:
         # a side word that is itself a place not linked here ("calcified nodes, RUL scarring") is not ours
         other = [x for x in near_sites if x.a in _NAMED_SIDES or (x not in linked and x.a.rstrip("?") == "lung")]
         laterality = self._laterality(view, m, linked, [
-            x for x in lats if s_start <= x.start and x.end <= min(s_end, ceiling)
-            and not any(n.start <= x.start < n.end for n in other)
+            x for x in _within(*lat_index, s_start, min(s_end, ceiling)) if not any(n.start <= x.start < n.end for n in other)
         ])
         if laterality is None:
-            laterality = self._heading_laterality(view, m, lats)
+            laterality = self._heading_laterality(view, m, lat_index)
         start_char, end_char = view.char_bounds(m.start, m.end)
         assertion = view.assertion(m.start, m.end)
         status = assertion.status
@@ -653,14 +669,27 @@ class MentionFinder:
 
     @staticmethod
     @staticmethod
-    def _heading_laterality(view: DocView, m: Match, lats: list[Match]) -> str | None:
+    def _heading_laterality(view: DocView, m: Match, lat_index: tuple[list[Match], list[int]]) -> str | None:
         """Laterality of the label the mention follows on its line or a line above in its paragraph
         ("RIGHT BREAST: ...", "LEFT: ... RIGHT: ..."), or of a one-sided exam title on the first line
         ("RIGHT SHOULDER 3 VIEWS", "LEFT DIAGNOSTIC MAMMOGRAM")."""
-        if not lats:
-            return None
+        lats, starts = lat_index
+        last = bisect_left(starts, m.start) - 1
+        if last < 0:
+            return None  # no side word before the mention
         text = view.text
         start_char = view.doc[m.start].idx
+        window = start_char
+        for _ in range(4):
+            window = text.rfind("\n", 0, max(window - 1, 0))
+        title_end = -1
+        for _ in range(TITLE_LINES):
+            title_end = text.find("\n", title_end + 1)
+            if title_end < 0:
+                title_end = len(text)
+                break
+        if view.doc[lats[last].start].idx < window and view.doc[lats[0].start].idx >= title_end:
+            return None  # no side word on the lines above in reach, nor in the title
         end = start_char
         line_start = text.rfind("\n", 0, start_char) + 1
         for _ in range(4):
@@ -770,14 +799,14 @@ class MentionFinder:
             return inside
         # an adjective site names the place of the site noun after it: "dermal arterioles" -> artery,
         # "intracranial internal carotid arteries" -> artery; the adjectives stay in the chain
-        ordered = sorted(sites, key=lambda s: s.start)
+        ordered = sites  # in text order
         i = ordered.index(best)
         if (i > 0 and ordered[i - 1].end == best.start and best.a.rstrip("?") not in _HEAD_NOUN_SITES
                 and not ordered[i - 1].a.endswith("?") and self._adjectival(view, ordered[i - 1])):
             best = ordered[i - 1]  # "tracheobronchial cartilage": the organ, not the tissue
         walked = [best]
         if best.start >= m.end:
-            ordered = sorted(outside, key=lambda s: s.start)
+            ordered = outside
             i = ordered.index(best)
             while (i + 1 < len(ordered) and _modifies(ordered[i].a, ordered[i + 1].a)
                    and self._adjectival(view, ordered[i])
@@ -806,7 +835,7 @@ class MentionFinder:
     def _coordinated(view: DocView, anchor: Match, sites: list[Match], taken: list[Match]) -> list[Match]:
         """Sites chained to ``anchor`` by "and", "or", commas, "the", modifiers, laterality words."""
         chained: list[Match] = []
-        ordered = sorted(sites, key=lambda s: s.start)
+        ordered = sites  # in text order
         starts = {x.start for x in ordered}
         last = anchor
         for x in ordered:
@@ -838,7 +867,7 @@ class MentionFinder:
         """Sites chained before token ``start`` by "and", "or", commas ("coronary and aortic calcification")."""
         chained: list[Match] = []
         first = start
-        for x in sorted(sites, key=lambda s: -s.start):
+        for x in reversed(sites):
             if x.end > first or x in taken:
                 continue
             gap = view.texts[x.end : first]
