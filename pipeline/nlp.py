@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Iterable
 
@@ -31,7 +31,7 @@ from spacy.tokens import Doc
 from pipeline.extensions import get, put, text_of
 from pipeline.textutil import trie_pattern
 from pipeline.tokenizer import TextKeepingTokenizer
-from pipeline import resources
+from pipeline import resources, vocab
 from pipeline.context import assess, clean_triggers, section_at
 from pipeline.model import Condition, Match, Mention, Section
 
@@ -428,35 +428,117 @@ def view_of(doc: Doc) -> DocView:
 # mentions
 
 _STRONG_BREAK = frozenset({";", "but", "however", "while", "although", "whereas", "though"})
-_SOFT_BREAK = frozenset({",", ":"})  # each crossing adds 4 to the linking cost
-_HEAD_NOUN_SITES = {"mediastinum": "lymph_node", "aorta": "heart_valve"}  # adjective site -> the head noun's
-_COORDINATION = frozenset({
-    "and", "or", ",", "the", "both", "/", "&", "common", "proximal", "distal", "great", "small", "large",
-    "main", "internal", "external", "superficial", "deep", "upper", "lower", "mid",
+_SOFT_BREAK = frozenset({",", ":", ".", "\n"})  # each crossing adds 4 to the linking cost
+# words that may stand between coordinated site words ("the common and external iliac arteries")
+_MODIFIERS = frozenset({
+    "the", "both", "common", "proximal", "distal", "great", "small", "large", "main", "internal", "external",
+    "superficial", "deep", "upper", "lower", "mid", "left", "right", "bilateral", "anterior", "posterior", "medial",
+    "lateral", "superior", "inferior", "ascending", "descending", "cavernous", "cervical", "visceral", "axillary",
+    "its", "their", "several", "multiple", "major",
 })
+_PREPOSITIONS = frozenset({"of", "in", "within", "along", "involving", "at", "into", "from", "throughout"})
+_AND_OR = frozenset({"and", "or", "&", "/"})
+_LIST_END = frozenset({",", "and", "or", ".", ";", ")", "bilaterally", "\n"})
+_CONJUNCTIONS = frozenset({"and", "or", ",", "/", "&", "through", "thru", "to", "into", "extending", "extends", "including"})
+_COORDINATION = _MODIFIERS | _CONJUNCTIONS
+# a site word ending like an adjective ("renal", "hilar", "aortic", "pulmonary") modifies the next site noun
+_ADJECTIVE_ENDINGS = ("al", "ic", "ar", "ary", "ac", "ous", "ine")
+_VESSEL_SITES = frozenset({"aorta", "artery", "coronary_artery", "vein"})
+_ORGAN_SITES = frozenset(vocab.SITES) - _VESSEL_SITES - {"lymph_node", "heart_valve", "unspecified"}
+# head noun site -> the adjective sites coordinated before it that only say where the head is:
+# "hilar and mediastinal nodes" -> lymph_node, "aortic and mitral valves" -> heart_valve,
+# "renal and iliac arteries" -> artery
+_HEAD_NOUN_SITES = {
+    "lymph_node": _ORGAN_SITES | {"aorta", "artery"},
+    "artery": _ORGAN_SITES,
+    "vein": _ORGAN_SITES,
+    "heart_valve": frozenset({"aorta", "lung", "coronary_artery"}),  # "right coronary cusp"
+}
+# one word that names two sites ("aortoiliac" = the aorta and the iliac arteries)
+_COMPOUND_SITES = {"aortoiliac": ("aorta", "artery"), "aorto-iliac": ("aorta", "artery"), "aortobiiliac": ("aorta", "artery")}
+
+
+def _modifies(adjective: str, head: str) -> bool:
+    """An adjective site before a head noun site names where the head is ("renal arteries", "hilar
+    nodes", "right coronary cusp"), unless it is itself a vessel ("coronary artery" is coronary)."""
+    head = head.rstrip("?")
+    if head not in _HEAD_NOUN_SITES:
+        return False
+    adjective = adjective.rstrip("?")
+    return adjective not in _VESSEL_SITES or adjective == head or adjective in _HEAD_NOUN_SITES[head]
+
+
+# a granuloma is never in a vessel or the heart ("calcified granulomas ..., and coronary calcification")
+_EXCLUDED_SITES = {"calcified_granuloma": frozenset(_VESSEL_SITES | {"heart_valve", "myocardium", "pericardium"})}
+# concepts that only say where the deposit is: a phrase covering other sites as well is reconsidered
+_SITE_DERIVED = frozenset({"calcification", "vascular_calcification", "coronary_artery_calcification",
+                           "valvular_calcification"})
+_VASCULAR_CONCEPTS = frozenset({"vascular_calcification", "coronary_artery_calcification"})
+_GRANULOMA_HEADS = frozenset({"granuloma", "granulomas", "granulomata"})
+_NODULE_HEADS = frozenset({"nodule", "nodules"})
+# calciphylaxis is a skin site only when its sentence names skin, a skin lesion or a body surface
+_SKIN_CUES = re.compile(
+    r"\b(?:skin|cutaneous|subcutaneous|subcutis|dermal|derm|dermatology|wounds?|ulcers?|ulcerations?|eschars?|"
+    r"purpura|livedo|necrotic|necrosis|plaques?|papules?|nodules?|lesions?|punch|bx|biopsy|thighs?|calf|calves|"
+    r"legs?|lower extremit(?:y|ies)|abdomen|abdominal wall|pannus|buttocks?|breasts?|penis|penile|fingers?|"
+    r"toes?|panniculitis|fat|arms?|flanks?|hips?|shins?|trunk)\b",
+    re.IGNORECASE,
+)
+# "right coronary artery", "left ventricle", "left anterior descending": names, not laterality
+_QUADRANTS = frozenset({"upper quadrant", "lower quadrant"})  # "RIGHT UPPER QUADRANT ULTRASOUND": a region
+_NAMED_SIDES = frozenset({"coronary_artery", "myocardium"})
+_NOT_LATERALITY_NEXT = frozenset({"coronary", "circumflex", "ventricle", "ventricular", "atrium", "atrial", "heart"})
 _SCORE_PHRASES = frozenset(
     {"calcium score", "agatston score", "cac score", "coronary calcium score", "calcium scoring", "coronary calcium",
-     "coronary artery calcium score", "coronary artery calcium scoring"}
+     "coronary artery calcium score", "coronary artery calcium scoring", "aortic valve calcium score"}
 )
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
-_LYMPH_NODE_SITES = frozenset({"lymph_node"})
 MAX_SITE_COST = 14
+FIXED_SIDE_COST = 9  # a phrase that names its site takes laterality from a place this near
+WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed over for a named place nearby
+SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
+_SIDE_LABEL = re.compile(
+    r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior descending|upper quadrant|"
+    r"lower quadrant))[A-Za-z0-9 ,]{0,30}:"
+)
+TITLE_LINES = 3  # the exam title is on one of the first lines (a date line may come first)
+_EXAM_LINE = re.compile(r"(?i)(?:exam(?:ination)?|study|procedure)\s*:")
 _ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
+
+
+def _within(matches: list[Match], starts: list[int], start: int, end: int) -> list[Match]:
+    """The matches (in text order, ``starts`` their start tokens) inside tokens [start, end)."""
+    out = []
+    for i in range(bisect_left(starts, start), len(matches)):
+        x = matches[i]
+        if x.start >= end:
+            break
+        if x.end <= end:
+            out.append(x)
+    return out
+
 
 
 class MentionFinder:
     """Calcification mentions: concept, sites, laterality, assertion, section.
 
     Site linking (the most specific site the sentence supports):
-    0. a phrase that names its site keeps it ("calcific aortic stenosis" -> heart_valve);
-    1. sites inside the mention phrase ("aortic calcification");
+    0. a phrase that names its site keeps it ("calcific aortic stenosis" -> heart_valve), plus sites
+       coordinated before it ("coronary and aortic calcification");
+    1. sites inside the mention phrase ("aortic calcification"); a generic vessel word inside the
+       phrase ("vascular calcification") gives way to a vessel named outside it ("... of the aorta");
     2. else the cheapest site in the sentence, cost = token distance + 4 per comma/colon crossed,
-       never across a strong break ("but", "however", ";"); at most ``MAX_SITE_COST``;
-    3. sites coordinated with it ("of the aorta and coronary arteries") are added;
-    4. else the phrase's own site ("nephrocalcinosis" -> kidney; "lung?" = only when none linked).
-    Pathology rules: mediastinum beside a node is ``lymph_node``; a granuloma in the hilum or
-    mediastinum is ``lymph_node``.
+       never across a strong break ("but", "however", ";"); at most ``MAX_SITE_COST``; an adjective
+       site gives way to the site noun it modifies ("intracranial internal carotid arteries");
+    3. sites coordinated with it, after and before ("of the aorta and coronary arteries",
+       "aorta and iliac arteries are calcified") are added; adjectives coordinated before a head
+       noun take the head's site ("renal and iliac arteries" -> artery);
+    4. else a site that is the subject of the sentence ("Transplant kidney ..., with calcification");
+    5. else the organ heading of the line, the one-organ exam title, the phrase's own site.
+    Concept rules: a generic word whose head noun is a granuloma (or a nodule the sentence calls
+    granulomatous) is ``calcified_granuloma``; calcinosis in the skin is ``calcinosis_cutis``;
+    calciphylaxis is ``skin`` only when its sentence names skin or a body surface.
     """
 
     def __init__(self) -> None:
@@ -477,11 +559,18 @@ class MentionFinder:
         view = view_of(doc)
         out = []
         previous = None
-        for m in sorted(candidates, key=lambda m: m.start):
+        ordered = sorted(candidates, key=lambda m: m.start)
+        sites = (matches["S"], [x.start for x in matches["S"]])
+        lats = (matches["L"], [x.start for x in matches["L"]])
+        for k, m in enumerate(ordered):
             if previous is not None and m.start == previous.end + 1 and view.texts[previous.end] == "(":
                 continue  # "mitral annular calcification (MAC)": the definition is part of its long form
+            # sites chained to this mention stay between its neighbours: "calcification of the aorta and
+            # iliac arteries, and coronary artery calcifications" are two mentions with their own sites
+            floor = previous.end if previous is not None else 0
+            ceiling = ordered[k + 1].start if k + 1 < len(ordered) else len(doc)
             previous = m
-            mention = self._mention(view, m, matches["S"], matches["L"])
+            mention = self._mention(view, m, sites, lats, floor, ceiling)
             if mention is not None:
                 out.append(mention)
         put(doc, "calc_mentions", tuple(out))
@@ -500,33 +589,74 @@ class MentionFinder:
             out.append(Match(span.start, span.end, "M", concept, site))
         return out
 
-    def _mention(self, view: DocView, m: Match, sites: list[Match], lats: list[Match]) -> Mention | None:
-        doc = view.doc
+    def _mention(
+        self, view: DocView, m: Match, site_index: tuple[list[Match], list[int]],
+        lat_index: tuple[list[Match], list[int]], floor: int, ceiling: int,
+    ) -> Mention | None:
+        sites, lats = site_index[0], lat_index[0]
         s_start, s_end = view.sentence(m.start)
         concept, phrase_site = m.a, m.b
-        linked = self._link_sites(view, m, [x for x in sites if s_start <= x.start and x.end <= s_end])
-        weak = bool(linked) and all(x.a.endswith("?") for x in linked)
-        site_codes = tuple(dict.fromkeys(x.a.rstrip("?") for x in linked))
-        for dropped, head in _HEAD_NOUN_SITES.items():  # "hilar and mediastinal nodes" -> lymph_node
-            if head in site_codes:
-                site_codes = tuple(s for s in site_codes if s != dropped)
-        if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
-            site_codes = ("lymph_node",) + site_codes[1:]
-        fixed = phrase_site not in ("-",) and not phrase_site.endswith("?")
+        near_sites = _within(*site_index, s_start, s_end)  # vocabulary matches are in text order
+        sent_sites = [x for x in near_sites if floor <= x.start and x.end <= ceiling]
+        sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
+        if concept == "calcification":
+            concept = self._head_noun_concept(view, m, sent_sites, s_end, sent_start_char, sent_end_char)
+        excluded = _EXCLUDED_SITES.get(concept)
+        if excluded:
+            sent_sites = [x for x in sent_sites if x.a.rstrip("?") not in excluded]
+            near_sites = [x for x in near_sites if x.a.rstrip("?") not in excluded]
+        fixed = phrase_site != "-" and not phrase_site.endswith("?")
         if fixed:
-            site_codes = (phrase_site,)  # the phrase names its site ("calcific aortic stenosis")
-        elif not site_codes or weak:
-            context = self._heading_site(view, m, sites) or self._title_site(view, sites)
-            if context:
-                site_codes = context
+            inside = [x for x in sent_sites if x.start >= m.start and x.end <= m.end]
+            linked = self._coordinated_before(view, m.start, sent_sites, [], floor)
+            if inside:  # "calcified aorta and branch vessels"
+                linked += self._coordinated(view, inside[-1], sent_sites, inside)
+            # "hilar and mediastinal lymph node calcifications": the phrase's own head noun takes them in
+            head = phrase_site if inside and not self._adjectival(view, inside[-1]) else None
+            site_codes = self._absorb(view, linked, head)
+            site_codes = tuple(dict.fromkeys((phrase_site,) + site_codes))  # "coronary and aortic calcification"
+        else:
+            linked = self._link_sites(view, m, near_sites, sent_sites, s_start, floor)
+            weak = bool(linked) and all(x.a.endswith("?") for x in linked) and m.b != "artery?"
+            site_codes = self._absorb(view, linked, None)
+            if concept == "calcified_granuloma" and site_codes and site_codes[0] == "mediastinum":
+                site_codes = ("lymph_node",) + site_codes[1:]
+            if not site_codes or weak:
+                context = self._heading_site(view, m, sites) or self._title_site(view, sites)
+                if context:
+                    site_codes = context
         if not site_codes:
             site_codes = (phrase_site.rstrip("?"),) if phrase_site != "-" else ("unspecified",)
-        if concept == "calcification":
-            for code in site_codes:
-                if code in self.site_concepts:
-                    concept = self.site_concepts[code]
-                    break
-        laterality = self._laterality(view, m, linked, [x for x in lats if s_start <= x.start and x.end <= s_end])
+        if "aorta" in site_codes:
+            for x in [m] + linked:
+                for text in view.texts[x.start : x.end]:
+                    if text in _COMPOUND_SITES:
+                        site_codes = tuple(dict.fromkeys(site_codes + _COMPOUND_SITES[text]))
+        if concept == "calciphylaxis":
+            cue = _SKIN_CUES.search(view.text, sent_start_char, sent_end_char)
+            site_codes = ("skin",) if cue else ("unspecified",)
+        elif concept == "calcification":
+            if "skin" in site_codes and view.texts[m.end - 1] == "calcinosis":
+                concept = "calcinosis_cutis"  # "calcinosis of the fingertips"
+            else:
+                concept = self._site_concept(site_codes, concept)
+        elif concept in _SITE_DERIVED and len(site_codes) > 1:
+            concept = self._site_concept(site_codes, concept)
+        elif concept == "vascular_calcification" and site_codes == ("coronary_artery",):
+            concept = "coronary_artery_calcification"  # "atherosclerotic calcification of the coronary arteries"
+        if fixed:  # the places a fixed phrase sits in ("renal cortex bilaterally ... cortical nephrocalcinosis")
+            same = [x for x in near_sites if x.a.rstrip("?") == phrase_site]  # the same organ named near it
+            near = self._link_sites(view, m, same, same, s_start, floor)
+            if near and (min(self._distance(view, m, x) for x in near) <= FIXED_SIDE_COST
+                         or min(x.start for x in near) <= s_start + SUBJECT_TOKENS):
+                linked = linked + near
+        # a side word that is itself a place not linked here ("calcified nodes, RUL scarring") is not ours
+        other = [x for x in near_sites if x.a in _NAMED_SIDES or (x not in linked and x.a.rstrip("?") == "lung")]
+        laterality = self._laterality(view, m, linked, [
+            x for x in _within(*lat_index, s_start, min(s_end, ceiling)) if not any(n.start <= x.start < n.end for n in other)
+        ])
+        if laterality is None:
+            laterality = self._heading_laterality(view, m, lat_index)
         start_char, end_char = view.char_bounds(m.start, m.end)
         assertion = view.assertion(m.start, m.end)
         status = assertion.status
@@ -538,7 +668,6 @@ class MentionFinder:
                 return None  # an exam title or "calcium score was obtained": no score, no mention
             if score is not None and float(score.group(1)) == 0:
                 status, triggers = "negated", triggers + ("negated:calcium score of 0",)
-        sent_start_char, sent_end_char = view.char_bounds(s_start, s_end)
         section = section_at(view.sections, start_char)
         return Mention(
             start=start_char,
@@ -555,9 +684,64 @@ class MentionFinder:
             triggers=triggers,
         )
 
+    def _site_concept(self, site_codes: tuple[str, ...], concept: str) -> str:
+        """The concept the linked sites share: the aorta with the coronary arteries is vascular, the
+        coronary arteries with a valve share none (generic)."""
+        found = [self.site_concepts[c] for c in site_codes if c in self.site_concepts]
+        kinds = set(found)
+        if len(kinds) > 1:
+            return "vascular_calcification" if kinds <= _VASCULAR_CONCEPTS else "calcification"
+        if kinds and concept in _SITE_DERIVED:
+            return found[0]
+        return concept
+
+    @staticmethod
+    def _head_noun_concept(view: DocView, m: Match, sites: list[Match], s_end: int, s_char: int, e_char: int) -> str:
+        """A generic word whose head noun is a granuloma ("calcified splenic and hepatic granulomas"), or a
+        nodule its sentence calls granulomatous, is a calcified granuloma."""
+        head = view.texts[m.end - 1]
+        if head not in _NODULE_HEADS:
+            covered = {i for x in sites if x.start >= m.end for i in range(x.start, x.end)}
+            head = None
+            for i in range(m.end, min(s_end, m.end + 6)):
+                text = view.texts[i]
+                if text in _GRANULOMA_HEADS or text in _NODULE_HEADS or not (i in covered or text in _COORDINATION):
+                    head = text
+                    break
+        if head in _GRANULOMA_HEADS:
+            return "calcified_granuloma"
+        if head in _NODULE_HEADS and "granulom" in view.text[s_char:e_char].lower():
+            return "calcified_granuloma"
+        return "calcification"
+
+    @staticmethod
+    def _adjectival(view: DocView, x: Match) -> bool:
+        return view.texts[x.end - 1].endswith(_ADJECTIVE_ENDINGS)
+
+    def _absorb(self, view: DocView, linked: list[Match], head: str | None) -> tuple[str, ...]:
+        """Site codes of ``linked`` (text order of linking kept), without the adjectives coordinated
+        before a head noun that names their place ("hilar and mediastinal nodes" -> lymph_node)."""
+        if not linked:
+            return ()
+        ordered = sorted(linked, key=lambda x: x.start)
+        dropped = set()
+        for i, x in enumerate(ordered):
+            code = x.a.rstrip("?")
+            if not self._adjectival(view, x):
+                continue
+            # a head is a site noun, or a node station ("mediastinal and left hilar lymph XXXX")
+            heads = [y.a.rstrip("?") for y in ordered[i + 1 :]
+                     if not self._adjectival(view, y) or y.a.rstrip("?") == "lymph_node"]
+            if head is not None:
+                heads.append(head)
+            if any(code in _HEAD_NOUN_SITES.get(h, ()) for h in heads):
+                dropped.add(x)
+        return tuple(dict.fromkeys(x.a.rstrip("?") for x in linked if x not in dropped))
+
     @staticmethod
     def _heading_site(view: DocView, m: Match, sites: list[Match]) -> tuple[str, ...]:
-        """The organ heading of the mention's line or paragraph ("KIDNEYS: punctate calcifications")."""
+        """The organ heading of the mention's line or paragraph ("KIDNEYS: punctate calcifications");
+        a section title without an organ ("IMPRESSION:") ends the search."""
         text = view.text
         start_char = view.doc[m.start].idx
         line_start = text.rfind("\n", 0, start_char) + 1
@@ -567,20 +751,90 @@ class MentionFinder:
                 hits = [x for x in sites if line_start <= view.doc[x.start].idx < head.end() and not x.a.endswith("?")]
                 if hits:
                     return (hits[0].a,)
+                if any(line_start <= s.start < head.end() for s in view.sections):
+                    return ()
             if line_start == 0 or text[max(0, line_start - 2) : line_start] == "\n\n":
                 return ()
             line_start = text.rfind("\n", 0, line_start - 1) + 1
         return ()
 
     @staticmethod
-    def _title_site(view: DocView, sites: list[Match]) -> tuple[str, ...]:
-        """The organ of a one-organ exam title on the note's first line ("RENAL ULTRASOUND")."""
+    @staticmethod
+    def _heading_laterality(view: DocView, m: Match, lat_index: tuple[list[Match], list[int]]) -> str | None:
+        """Laterality of the label the mention follows on its line or a line above in its paragraph
+        ("RIGHT BREAST: ...", "LEFT: ... RIGHT: ..."), or of a one-sided exam title on the first line
+        ("RIGHT SHOULDER 3 VIEWS", "LEFT DIAGNOSTIC MAMMOGRAM")."""
+        lats, starts = lat_index
+        last = bisect_left(starts, m.start) - 1
+        if last < 0:
+            return None  # no side word before the mention
         text = view.text
-        first_end = text.find("\n")
-        first_end = len(text) if first_end < 0 else first_end
-        if first_end > 60:
+        start_char = view.doc[m.start].idx
+        window = start_char
+        for _ in range(4):
+            window = text.rfind("\n", 0, max(window - 1, 0))
+        title_end = -1
+        for _ in range(TITLE_LINES):
+            title_end = text.find("\n", title_end + 1)
+            if title_end < 0:
+                title_end = len(text)
+                break
+        if view.doc[lats[last].start].idx < window and view.doc[lats[0].start].idx >= title_end:
+            return None  # no side word on the lines above in reach, nor in the title
+        end = start_char
+        line_start = text.rfind("\n", 0, start_char) + 1
+        for _ in range(4):
+            labels = list(_SIDE_LABEL.finditer(text, line_start, end))
+            if labels:
+                return labels[-1].group(1).lower().replace("bilaterally", "bilateral")
+            head = _ORGAN_HEADING.match(text, line_start)
+            if head and any(line_start <= s.start < head.end() for s in view.sections):
+                break  # "IMPRESSION:" ends the search
+            if line_start == 0 or text[max(0, line_start - 2) : line_start] == "\n\n":
+                break
+            end = line_start - 1
+            line_start = text.rfind("\n", 0, end) + 1
+        spans = MentionFinder._title_spans(view, strict=True)  # not "HPI: 67M with a left leg ulcer"
+        if spans and start_char > spans[-1][1]:
+            sides = {x.a for x in lats if any(a <= view.doc[x.start].idx < b for a, b in spans)
+                     and " ".join(view.texts[x.end : x.end + 2]) not in _QUADRANTS}
+            if len(sides) == 1:
+                return sides.pop()
+        return None
+
+    @staticmethod
+    def _title_spans(view: DocView, strict: bool = False) -> list[tuple[int, int]]:
+        """Character spans of the exam title among the note's first lines: a short first line, an
+        upper-case line without a colon ("RENAL ULTRASOUND", "CT ABD & PELVIS WITH CONTRAST" under a date line), a specimen line
+        ending in a colon, or "EXAM: CT CHEST"."""
+        text = view.text
+        spans = []
+        start = 0
+        for _ in range(TITLE_LINES):
+            end = text.find("\n", start)
+            end = len(text) if end < 0 else end
+            line = text[start:end].strip()
+            if (start == 0 and end <= 60 and not strict) or (line and end - start <= 70 and line == line.upper() and (
+                ":" not in line or line.endswith(":") or _EXAM_LINE.match(line)  # "A. LEFT BREAST, ... BIOPSY:"
+            )):
+                spans.append((start, end))
+            if end >= len(text):
+                break
+            start = end + 1
+        return spans
+
+    def _title_site(self, view: DocView, sites: list[Match]) -> tuple[str, ...]:
+        """The organ of a one-organ exam title ("RENAL ULTRASOUND", "THYROID US")."""
+        spans = self._title_spans(view)
+        if not spans:
             return ()
-        hits = {x.a for x in sites if view.doc[x.start].idx < first_end and not x.a.endswith("?")}
+        hits = set()
+        for x in sites:
+            idx = view.doc[x.start].idx
+            if idx >= spans[-1][1]:
+                break
+            if not x.a.endswith("?") and any(a <= idx < b for a, b in spans):
+                hits.add(x.a)
         return (hits.pop(),) if len(hits) == 1 else ()
 
     @staticmethod
@@ -594,10 +848,16 @@ class MentionFinder:
                 cost += 4
         return cost
 
-    def _link_sites(self, view: DocView, m: Match, sites: list[Match]) -> list[Match]:
-        inside = [x for x in sites if x.start >= m.start and x.end <= m.end]
-        if inside:
-            return inside + self._coordinated(view, inside[-1], sites, inside)
+    def _distance(self, view: DocView, m: Match, x: Match) -> int:
+        if x.end <= m.start:
+            cost = self._cost(view, x.end, m.start)
+        elif x.start >= m.end:
+            cost = self._cost(view, m.end, x.start)
+        else:
+            cost = 0
+        return MAX_SITE_COST + 1 if cost is None else cost
+
+    def _nearest(self, view: DocView, m: Match, sites: list[Match]) -> Match | None:
         best, best_cost = None, MAX_SITE_COST + 1
         for x in sites:
             if x.end <= m.start:
@@ -606,43 +866,123 @@ class MentionFinder:
                 cost = self._cost(view, m.end, x.start)
             else:
                 continue
-            if cost is not None and cost < best_cost:
-                best, best_cost = x, cost
+            if cost is not None and x.a.endswith("?"):
+                cost += WEAK_SITE_COST  # "calcific atherosclerosis" of the named "abdominal aorta" before it
+            if cost is not None and (cost < best_cost or (cost == best_cost and x.start >= m.end)):
+                best, best_cost = x, cost  # a tie goes to the noun after "calcified"
+        return best
+
+    def _link_sites(
+        self, view: DocView, m: Match, sites: list[Match], chainable: list[Match], s_start: int, floor: int
+    ) -> list[Match]:
+        """``sites``: the sentence's sites; ``chainable``: those not past a neighbouring mention."""
+        inside = [x for x in sites if x.start >= m.start and x.end <= m.end]
+        generic = m.b == "artery?" and all(x.a.rstrip("?") == "artery" for x in inside)  # "vascular calcification"
+        weak = all(x.a.endswith("?") for x in inside)  # "calcified nodules": where, if the sentence says
+        if inside and not generic and not weak:
+            linked = inside + self._coordinated(view, inside[-1], chainable, inside)
+            return self._coordinated_before(view, inside[0].start, chainable, linked, floor) + linked
+        outside = [x for x in sites if x.end <= m.start or x.start >= m.end]
+        best = self._nearest(view, m, outside)
         if best is None:
-            return []
-        # adjacent site words name one place by its head noun: "dermal arterioles" -> artery
-        ordered = sorted(sites, key=lambda s: s.start)
+            best = self._subject(view, m, outside, s_start)
+        if best is None or (weak and inside and best.a.endswith("?")):
+            return inside
+        # an adjective site names the place of the site noun after it: "dermal arterioles" -> artery,
+        # "intracranial internal carotid arteries" -> artery; the adjectives stay in the chain
+        ordered = sites  # in text order
         i = ordered.index(best)
-        while i + 1 < len(ordered) and ordered[i + 1].start == ordered[i].end and ordered[i + 1].start >= m.end:
-            i += 1
-        best = ordered[i]
-        return [best] + self._coordinated(view, best, sites, [best])
+        if (i > 0 and ordered[i - 1].end == best.start and best.a.rstrip("?") not in _HEAD_NOUN_SITES
+                and not ordered[i - 1].a.endswith("?") and self._adjectival(view, ordered[i - 1])):
+            best = ordered[i - 1]  # "tracheobronchial cartilage": the organ, not the tissue
+        walked = [best]
+        if best.start >= m.end:
+            ordered = outside
+            i = ordered.index(best)
+            while (i + 1 < len(ordered) and _modifies(ordered[i].a, ordered[i + 1].a)
+                   and self._adjectival(view, ordered[i])
+                   and all(t in _MODIFIERS for t in view.texts[ordered[i].end : ordered[i + 1].start])):
+                i += 1
+                walked.append(ordered[i])
+        best = walked[-1]
+        linked = walked + self._coordinated(view, best, chainable, walked)
+        if inside and generic and not any(x.a in _VESSEL_SITES for x in linked):
+            return inside  # "vascular calcifications in the right breast": the vessels, not the breast
+        return self._coordinated_before(view, walked[0].start, chainable, linked, floor) + linked
+
+    def _subject(self, view: DocView, m: Match, sites: list[Match], s_start: int) -> Match | None:
+        """A site among the first words of the sentence, before the mention, is what the sentence is
+        about ("Failed transplant kidney in the right iliac fossa, small and atrophic, with ... calcification")."""
+        for x in sites:
+            if x.start > s_start + SUBJECT_TOKENS or x.end > m.start:
+                break
+            if view.texts[s_start] in ("no", "without") or x.a.endswith("?"):
+                return None
+            if self._cost(view, x.end, m.start) is not None:
+                return x
+        return None
 
     @staticmethod
     def _coordinated(view: DocView, anchor: Match, sites: list[Match], taken: list[Match]) -> list[Match]:
-        """Sites chained to ``anchor`` by "and", "or", commas, "the", laterality words."""
+        """Sites chained to ``anchor`` by "and", "or", commas, "the", modifiers, laterality words."""
         chained: list[Match] = []
-        ordered = sorted(sites, key=lambda s: s.start)
+        ordered = sites  # in text order
+        starts = {x.start for x in ordered}
         last = anchor
         for x in ordered:
             if x.start < anchor.end or x in taken:
                 continue
             gap = view.texts[last.end : x.start]
-            if gap and all(t in _COORDINATION or t in ("left", "right", "bilateral") for t in gap) and (
-                "and" in gap or "or" in gap or "," in gap or "/" in gap
+            and_or = any(t in _AND_OR for t in gap)
+            if gap and all(t in _COORDINATION or (and_or and t in _PREPOSITIONS) for t in gap) and any(
+                t in _CONJUNCTIONS for t in gap
             ):
+                if not any(t in _AND_OR for t in gap) and x.end < len(view.doc) and not (
+                    view.texts[x.end] in _LIST_END or x.end in starts
+                ):
+                    break  # "(calcified nodes, RUL scarring, ...)": a list of findings, not of places
                 chained.append(x)
                 last = x
-            elif not gap:
-                last = x  # adjacent site words ("hilar lymph nodes") extend the chain
+            elif not gap and MentionFinder._adjectival(view, last):
+                if x.a != "artery?" and _modifies(last.a, x.a) and not MentionFinder._adjectival(view, x):
+                    chained.append(x)  # the noun an adjective site modifies ("hilar and mediastinal nodes")
+                last = x  # "tracheal and bronchial cartilage": the adjective is the place
             else:
+                break  # "aortic knob lungs are clear": a new phrase, not the same place
+        return chained
+
+    @staticmethod
+    def _coordinated_before(
+        view: DocView, start: int, sites: list[Match], taken: list[Match], floor: int
+    ) -> list[Match]:
+        """Sites chained before token ``start`` by "and", "or", commas ("coronary and aortic calcification")."""
+        chained: list[Match] = []
+        first = start
+        for x in reversed(sites):
+            if x.end > first or x in taken:
+                continue
+            gap = view.texts[x.end : first]
+            if gap and all(t in _COORDINATION for t in gap) and any(t in _CONJUNCTIONS for t in gap):
+                chained.append(x)
+            elif gap or not MentionFinder._adjectival(view, x):
                 break
+            first = x.start  # an adjective before it ("aortic and mitral valve") extends the chain
+        if chained:
+            i = first - 1
+            while i >= 0 and view.texts[i] in _MODIFIERS:
+                i -= 1
+            if i >= 0 and (view.texts[i] in _PREPOSITIONS or i < floor):
+                return []  # "calcification of the aorta and iliac arteries, and coronary ...": not ours
+                # "calcified coronaries, calcified mitral annulus": the coronaries are the previous mention's
         return chained
 
     def _laterality(self, view: DocView, m: Match, linked: list[Match], lats: list[Match]) -> str | None:
         anchors = [m] + linked
         best, best_cost = None, 7
+        n = len(view.doc)
         for lat in lats:
+            if lat.end < n and view.texts[lat.end] in _NOT_LATERALITY_NEXT:
+                continue  # "right coronary artery", "left ventricle"
             for a in anchors:
                 if lat.end <= a.start:
                     cost = self._cost(view, lat.end, a.start)

@@ -204,3 +204,93 @@ def test_sentence_boundaries_are_visible_to_spacy_for_one_sentence_docs(nlp):
     doc = nlp("Calcified granuloma")
     assert doc.has_annotation("SENT_START")
     assert [s.text for s in doc.sents] == ["Calcified granuloma"]
+
+def found_sites(nlp, text):
+    return [(m.concept, set(m.sites), m.laterality) for m in nlp(text)._.calc_mentions]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # coordinated site lists, after and before the mention
+        ("Extensive vascular calcification of the aorta, iliac arteries and their branches.",
+         [("vascular_calcification", {"aorta", "artery"}, None)]),
+        ("Aorta and iliac arteries are calcified.", [("vascular_calcification", {"aorta", "artery"}, None)]),
+        ("Mild coronary and aortic calcification.", [("vascular_calcification", {"coronary_artery", "aorta"}, None)]),
+        ("Calcification of the distal abdominal aorta extending into the common iliac arteries.",
+         [("vascular_calcification", {"aorta", "artery"}, None)]),
+        ("Numerous calcified granulomas throughout both lungs and within the liver and spleen.",
+         [("calcified_granuloma", {"lung", "liver", "spleen"}, "bilateral")]),
+        # an adjective site coordinated before a head noun names where the head is
+        ("Calcified hilar and mediastinal nodes.", [("lymph_node_calcification", {"lymph_node"}, None)]),
+        ("Dense calcification of the aortic and mitral valves.", [("valvular_calcification", {"heart_valve"}, None)]),
+        ("Tram-track calcification of the abdominal aorta, celiac, SMA, renal and iliac arteries.",
+         [("vascular_calcification", {"aorta", "artery"}, None)]),
+        ("Atherosclerotic calcifications of the intracranial internal carotid and vertebral arteries.",
+         [("vascular_calcification", {"artery"}, None)]),
+        ("Mild aortic valve sclerosis with calcification of the right coronary cusp.",
+         [("valvular_calcification", {"heart_valve"}, None)]),
+        ("Calcification of the right coronary artery.", [("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        ("Airways: Calcification of the tracheal and bronchial cartilage, age-related.",
+         [("calcification", {"airway"}, None)]),
+        # a generic vessel word gives way to a named vessel, not to the organ around it
+        ("Benign-appearing vascular calcifications in the right breast.", [("vascular_calcification", {"artery"}, "right")]),
+        ("Heavily calcified aortoiliac arteries without aneurysm.", [("vascular_calcification", {"aorta", "artery"}, None)]),
+        # a list of findings is not a list of places; the next mention keeps its own sites
+        ("IMPRESSION: Old granulomatous disease (calcified nodes, RUL scarring, splenic granulomas).",
+         [("lymph_node_calcification", {"lymph_node"}, None)]),
+        ("Extensive vascular calcification of the aorta and iliac arteries, and coronary artery calcifications.",
+         [("vascular_calcification", {"aorta", "artery"}, None), ("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        ("heart normal size mediastinum normal there is calcification of the aortic knob lungs are clear",
+         [("vascular_calcification", {"aorta"}, None)]),
+        ("heart size normal. calcified aorta. calcified left hilar nodes. lungs clear.",
+         [("vascular_calcification", {"aorta"}, None), ("lymph_node_calcification", {"lymph_node"}, "left")]),
+        # the subject of the sentence; a section title ends the search for an organ heading
+        ("Failed transplant kidney in the right iliac fossa, small and atrophic, with diffuse parenchymal calcification.",
+         [("calcification", {"kidney"}, "right")]),
+        ("RENAL ULTRASOUND\nBLADDER: Normal.\nIMPRESSION: Punctate medullary calcifications bilaterally.",
+         [("calcification", {"kidney"}, "bilateral")]),
+        # concepts
+        ("Few punctate calcified splenic and hepatic granulomas.", [("calcified_granuloma", {"spleen", "liver"}, None)]),
+        ("4 mm calcified nodule in the left upper lobe.", [("calcification", {"lung"}, "left")]),
+        ("Calcified nodule in the right lower lobe, consistent with prior granulomatous disease.",
+         [("calcified_granuloma", {"lung"}, "right")]),
+        ("Calcified granulomas from old histoplasmosis, and coronary calcification on CT.",
+         [("calcified_granuloma", {"unspecified"}, None), ("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        ("Heavily calcified coronary arteries and aortic valve.", [("calcification", {"coronary_artery", "heart_valve"}, None)]),
+        ("Scattered subcutaneous calcifications in the buttocks.", [("calcification", {"skin"}, None)]),
+        ("Calcinosis of the fingertips in limited scleroderma.", [("calcinosis_cutis", {"skin"}, None)]),
+        ("Calcification in the wall of the right great saphenous vein.", [("vascular_calcification", {"vein"}, "right")]),
+        ("Discharge diagnosis: calciphylaxis.", [("calciphylaxis", {"unspecified"}, None)]),
+        ("Necrotic eschar on the left thigh, biopsy consistent with calciphylaxis.", [("calciphylaxis", {"skin"}, "left")]),
+        # laterality from line labels and one-sided exam titles, not from chamber or vessel names
+        ("RIGHT BREAST: Grouped coarse heterogeneous calcifications in the retroareolar region.",
+         [("breast_calcification", {"breast"}, "right")]),
+        ("RIGHT SHOULDER 3 VIEWS\nFINDINGS: Calcific tendinosis of the supraspinatus.",
+         [("calcification", {"tendon_joint"}, "right")]),
+        ("Left ventricle: apical aneurysm with curvilinear mural calcification.", [("calcification", {"myocardium"}, None)]),
+        ("Calcified plaque in the left main coronary artery.", [("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        # more mentions in one sentence keep their own sites
+        ("Calcified aorta, calcified coronaries, calcified mitral annulus.",
+         [("vascular_calcification", {"aorta"}, None), ("coronary_artery_calcification", {"coronary_artery"}, None),
+          ("valvular_calcification", {"heart_valve"}, None)]),
+        ("Aortic, coronary and mitral annular calcifications.",
+         [("calcification", {"aorta", "coronary_artery", "heart_valve"}, None)]),
+        ("IMPRESSION: 1. CALCIFIED GRANULOMA RLL 2. AORTIC CALCIFICATION 3. MAC",
+         [("calcified_granuloma", {"lung"}, "right"), ("vascular_calcification", {"aorta"}, None),
+          ("valvular_calcification", {"heart_valve"}, None)]),
+        # a vessel phrase on the coronaries is coronary; "possibly vascular" does not outrank the organ heading
+        ("Calcified atherosclerotic plaque in the proximal LAD.", [("coronary_artery_calcification", {"coronary_artery"}, None)]),
+        ("Kidneys: Normal size. Bilateral punctate nonobstructing calcifications, possibly vascular vs tiny stones.",
+         [("calcification", {"kidney"}, "bilateral")]),
+        # the exam title under a date line gives site and side; a clinical first line gives no side
+        ("[**2150-1-1**] 10:00 AM\nLEFT SHOULDER 2 VIEWS\nFINDINGS: Calcific tendinitis.",
+         [("calcification", {"tendon_joint"}, "left")]),
+        ("[**2150-1-1**]\nTHYROID ULTRASOUND\nFINDINGS: 1 cm solid nodule with microcalcifications.",
+         [("calcification", {"thyroid"}, None)]),
+        ("HPI: 67M with left leg ulcer\nEXAM: Hard subcutaneous nodules over both elbows.\nCT: coronary calcification.",
+         [("coronary_artery_calcification", {"coronary_artery"}, None)]),
+    ],
+)
+def test_site_linking_on_real_report_language(nlp, text, expected):
+    assert found_sites(nlp, text) == expected

@@ -116,3 +116,22 @@ def test_every_analyte_synonym_example(rule):
 
     values = LabExtractor().extract(rule["example"])
     assert any(v.analyte == rule["analyte"] for v in values), (rule["example"], values)
+
+
+SITE_CONCEPT_ROWS = list(resources.site_concept_rules())
+
+
+@pytest.mark.parametrize("rule", SITE_CONCEPT_ROWS, ids=[r["site"] for r in SITE_CONCEPT_ROWS])
+def test_every_site_concept_example(nlp, rule):
+    doc = nlp(rule["example"])
+    found = {(m.concept, m.site) for m in doc._.calc_mentions}
+    assert (rule["concept"], rule["site"]) in found, (rule["example"], found)
+
+
+LATERALITY_ROWS = list(resources.laterality_rules())
+
+
+@pytest.mark.parametrize("rule", LATERALITY_ROWS, ids=[r["phrase"] for r in LATERALITY_ROWS])
+def test_every_laterality_example(nlp, rule):
+    doc = nlp(rule["example"])
+    assert [m.laterality for m in doc._.calc_mentions] == [rule["laterality"]], rule["example"]
