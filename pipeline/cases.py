@@ -332,6 +332,8 @@ class CaseClassifier:
             mech: [m for m in pm if m["assertion"] == "possible" and m["concept"] == f"{mech}_calcification"]
             for mech in ("metastatic", "dystrophic")
         }
+        alternative = self._pattern("dystrophic_alternative", r"granulomat|histoplasm|tubercul|\btb\b|dystrophic")
+        differential = [h for h in hedged["metastatic"] if alternative.search(h["sentence"] or "")]
         explicit_dys = [s for s in scored if s.mention["concept"] == "dystrophic_calcification"]
         active = [e for e in sys_ev if e.key in set(cf.get("active_labs", ()))]
         active += [e for e in sys_ev if e.kind == "condition" and e.key in set(cf.get("active_conditions", ()))
@@ -383,6 +385,13 @@ class CaseClassifier:
                 h = other[0]
                 s.conflict = Evidence(0.0, f"the report also offers {h['concept'].replace('_', ' ')} ({h['assertion']})",
                                       h["note_id"], int(h["start"]), int(h["end"]), "mention")
+            #    ... or weighs metastatic calcification against a dystrophic cause in one differential
+            #    ("granulomatous disease versus metastatic pulmonary calcification"): context cannot settle it
+            if s.conflict is None and differential and s.mechanism == "metastatic" and s.own < threshold:
+                h = differential[0]
+                s.conflict = Evidence(0.0, "the report's differential weighs metastatic calcification against a "
+                                      "dystrophic cause (old granulomatous disease)", h["note_id"], int(h["start"]),
+                                      int(h["end"]), "mention")
             # 6. an explicit 'dystrophic calcification' outweighs a deposit called metastatic only by context
             if s.conflict is None and explicit_dys and s.mechanism == "metastatic" and s.own < threshold:
                 x = explicit_dys[0].mention

@@ -242,3 +242,26 @@ def test_negated_cue_does_not_count():
     _, negated = clf.mention_score("calcification", "soft_tissue", "Calcification of the thigh, without necrosis or mass.", 0.0, 0.0)
     assert "calcium in necrotic tissue" in [why for _, why in with_cue]
     assert "calcium in necrotic tissue" not in [why for _, why in negated]
+
+
+# -- the report's own differential between the two mechanisms -------------------------------------
+
+def test_differential_of_old_granulomas_versus_metastatic_calcification_is_indeterminate():
+    case, _, texts = run(
+        "CT CHEST: Several densely calcified nodules in both upper lobes and calcified right hilar nodes.\n"
+        "IMPRESSION: Calcified upper lobe nodules. Differential includes sequelae of prior granulomatous "
+        "infection versus metastatic pulmonary calcification given end-stage renal disease.",
+        "Nephrology: ESRD on HD MWF. Ca 9.3, Phos 6.1, iPTH 610.",
+        types=("radiology", "clinic"))
+    assert case["label"] == "indeterminate"
+    assert "differential weighs metastatic calcification against a dystrophic cause" in case["reasons"].split(" | ")[0]
+    pointers_land(case, texts)
+
+
+def test_a_hedged_metastatic_calcification_alone_does_not_make_a_case_indeterminate():
+    case, _, _ = run(
+        "CT CHEST: Diffuse centrilobular ground-glass nodules with calcification in the upper lobes. "
+        "Possible metastatic pulmonary calcification.",
+        "ESRD on hemodialysis. Ca 10.9, phosphorus 7.8, PTH 1,240.",
+        types=("radiology", "clinic"))
+    assert case["label"] == "metastatic"
