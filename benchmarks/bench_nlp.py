@@ -15,9 +15,11 @@ Measurements (same synthetic corpus, see ``benchmarks/corpus.py``):
       returns only row counts), timed end to end including pool start-up
   d2  ``nlp.pipe(texts, n_process=2, batch_size=256)`` for reference (an exception is reported)
 
-Every single-process measurement gets a freshly built pipeline and one warm-up pass over a small
+Single-process measurements run in interleaved rounds (a, a2, a3, b, c, then again), so load from
+other work falls on all of them alike; each gets a freshly built pipeline and one warm-up pass over a small
 slice of *different* notes, so neither the tokenizer cache nor the vocabulary carries over between
-repeats; the best of ``--repeat`` runs is kept. Figures also go to ``benchmarks/out/nlp.json``.
+repeats; the best of ``--repeat`` rounds is kept, as wall time and as CPU time of the process (the
+steadier figure on a shared machine). Figures also go to ``benchmarks/out/nlp.json``.
 """
 
 from __future__ import annotations
@@ -133,17 +135,21 @@ def sum_counts(parts: list[dict]) -> dict:
 # timing
 
 
-def best_of(make_nlp, work, texts, warm, repeat: int) -> tuple[float, dict, list[float]]:
-    """Best wall time of ``repeat`` runs, each on a fresh pipeline warmed on ``warm``."""
-    times, summary = [], {}
+def interleaved(configs, texts, warm, repeat: int) -> dict:
+    """Best wall and CPU time of ``repeat`` rounds; each round runs every configuration once, in
+    turn, on a fresh pipeline warmed on ``warm`` -- so load from other work on the machine falls on
+    all of them alike. CPU time (this process only) is the steadier figure on a shared machine."""
+    out = {key: {"wall": [], "cpu": [], "summary": {}} for key, *_ in configs}
     for _ in range(repeat):
-        nlp = make_nlp()
-        work(nlp, warm)
-        t0 = time.perf_counter()
-        summary = work(nlp, texts)
-        times.append(time.perf_counter() - t0)
-        del nlp
-    return min(times), summary, times
+        for key, _name, make_nlp, work in configs:
+            nlp = make_nlp()
+            work(nlp, warm)
+            w0, c0 = time.perf_counter(), time.process_time()
+            out[key]["summary"] = work(nlp, texts)
+            out[key]["cpu"].append(time.process_time() - c0)
+            out[key]["wall"].append(time.perf_counter() - w0)
+            del nlp
+    return out
 
 
 def shard(texts: list[str], n: int) -> list[tuple[list[str], int]]:
@@ -195,24 +201,27 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict] = []
 
-    def record(key, name, seconds, summary=None, times=None, error=None):
+    def record(key, name, seconds, summary=None, times=None, error=None, cpu=None, cpu_runs=None):
         results.append({"key": key, "name": name, "notes": len(texts), "seconds": seconds,
                         "notes_per_s": (len(texts) / seconds) if seconds else None,
+                        "cpu_seconds": cpu, "cpu_runs": cpu_runs,
                         "runs": times, "counts": summary, "error": error})
-        print(f"  .. {key:<3} {name}: " + (f"{seconds:.2f} s" if seconds else f"FAILED {error}"), flush=True)
+        print(f"  .. {key:<3} {name}: " + (f"{seconds:.2f} s" if seconds else f"FAILED {error}")
+              + (f" (cpu {cpu:.2f} s)" if cpu else ""), flush=True)
 
-    # single process -------------------------------------------------------------------------
-    s, summ, ts = best_of(blank_nlp, tokenize, texts, warm, repeat)
-    record("a", "blank('en') tokenizer.pipe", s, summ, ts)
-    s, summ, ts = best_of(blank_nlp, pipe, texts, warm, repeat)
-    record("a2", "blank('en') nlp.pipe", s, summ, ts)
-    s, summ, ts = best_of(calc_nlp, tokenize, texts, warm, repeat)
-    record("a3", "calcmine tokenizer only (scispaCy)", s, summ, ts)
-    s, summ, ts = best_of(calc_nlp, pipe, texts, warm, repeat)
-    record("b", "calcmine nlp.pipe", s, summ, ts)
-    s, summ, ts = best_of(calc_nlp, rows, texts, warm, repeat)
-    record("c", "calcmine nlp.pipe + doc_rows", s, summ, ts)
-    single_counts = summ
+    # single process (interleaved rounds) ----------------------------------------------------
+    configs = [
+        ("a", "blank('en') tokenizer.pipe", blank_nlp, tokenize),
+        ("a2", "blank('en') nlp.pipe", blank_nlp, pipe),
+        ("a3", "calcmine tokenizer only (scispaCy)", calc_nlp, tokenize),
+        ("b", "calcmine nlp.pipe", calc_nlp, pipe),
+        ("c", "calcmine nlp.pipe + doc_rows", calc_nlp, rows),
+    ]
+    timed = interleaved(configs, texts, warm, repeat)
+    for key, name, *_ in configs:
+        t = timed[key]
+        record(key, name, min(t["wall"]), t["summary"], t["wall"], cpu=min(t["cpu"]), cpu_runs=t["cpu"])
+    single_counts = timed["c"]["summary"]
 
     # parallel -------------------------------------------------------------------------------
     w = args.workers
@@ -244,16 +253,19 @@ def main(argv: list[str] | None = None) -> int:
     # report ---------------------------------------------------------------------------------
     by = {r["key"]: r for r in results}
     base = by["a"]["seconds"]
+    base_cpu = by["a"]["cpu_seconds"]
     one_proc = {"d": "c", "d2": "b"}  # d0 has no single-process counterpart  # the single-process run each parallel one is compared with
     for r in results:
         r["time_vs_tokenizer"] = (r["seconds"] / base) if r["seconds"] and r["key"] != "d0" else None
+        r["cpu_vs_tokenizer"] = (r["cpu_seconds"] / base_cpu) if r.get("cpu_seconds") else None
         if r["key"] == "d0":
             r["notes"], r["notes_per_s"] = 0, None
         ref = by.get(one_proc.get(r["key"], ""))
         r["speedup_vs_1_process"] = (ref["seconds"] / r["seconds"]) if ref and r["seconds"] and ref["seconds"] else None
 
     print()
-    head = f"{'':<4}{'measurement':<44}{'notes':>8}{'seconds':>9}{'notes/s':>10}{'x tok':>8}{'speed-up':>10}"
+    head = (f"{'':<4}{'measurement':<44}{'notes':>8}{'seconds':>9}{'notes/s':>10}{'x tok':>8}"
+            f"{'cpu s':>8}{'x tok cpu':>10}{'speed-up':>16}")
     print(head)
     print("-" * len(head))
     for r in results:
@@ -264,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         if r["key"] == "d0":
             print(f"{r['key']:<4}{r['name']:<44}{'':>8}{r['seconds']:>9.2f}   (included in d)")
             continue
+        cpu = (f"{r['cpu_seconds']:>8.2f}{r['cpu_vs_tokenizer']:>9.2f}x" if r.get("cpu_seconds") else f"{'':>18}")
         print(f"{r['key']:<4}{r['name']:<44}{r['notes']:>8}{r['seconds']:>9.2f}{r['notes_per_s']:>10,.0f}"
-              f"{r['time_vs_tokenizer']:>7.1f}x{sp:>16}")
+              f"{r['time_vs_tokenizer']:>7.2f}x{cpu}{sp:>16}")
     print("-" * len(head))
     print(f"load avg (1/5/15 min) now {'/'.join(f'{x:.2f}' for x in os.getloadavg())} -- other work on "
           f"these {os.cpu_count()} cores slows every figure, the parallel ones most")
-    print("x tok = wall time / time of a (blank tokenizer); speed-up = time of the 1-process run / this run")
+    print("x tok = wall time / time of a (blank tokenizer); x tok cpu = the same with this process's CPU time "
+          "(steadier when the machine is shared); speed-up = time of the 1-process run / this run")
     c = by["c"]["counts"] or {}
     print(f"rows (c): {c.get('mentions', 0):,} mentions in {c.get('notes_with_mentions', 0):,} notes "
           f"({c.get('notes_with_mentions', 0) / len(texts):.0%}), {c.get('labs', 0):,} labs, "
