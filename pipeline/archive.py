@@ -6,6 +6,7 @@ Layout of the state kept in the output folder (``OUT/.calcmine/``)::
     shards/<seq>-<digest>/    one committed shard: notes.parquet (ids, hashes, text),
                               mentions / labs / conditions / failures .parquet, shard.json
     staging/<seq>-<digest>.parquet   notes waiting to be processed (deleted once committed)
+    aggregate/                rows spooled per bucket while aggregating (Arrow IPC, temporary)
 
 How a run stays correct:
 
@@ -16,6 +17,10 @@ How a run stays correct:
   files, which the next run removes and redoes.
 - Aggregation reads committed shards in sequence order and keeps, for each note id, the rows of
   the newest shard holding it: a changed note supersedes its old rows, nothing is counted twice.
+  It works on one bucket of patients at a time (a stable hash of patient_id; the number of
+  buckets from the row counts), so its memory does not grow with the archive, and streams every
+  result file into a temporary file that replaces the old one when all are written; its working
+  files (``aggregate/``) are removed when it ends and by the next run if it was killed.
 - The NLP version is calcmine's version plus a hash of every rule file; shards made with another
   version are ignored (their notes are reprocessed) and removed after a successful run. The case
   classifier only affects aggregation, which is always redone.
@@ -74,9 +79,15 @@ def nlp_version() -> str:
     return f"{PIPELINE_VERSION}+rules.{ruleset_hash()[:12]}"
 
 
-def note_hash(note_id: str, patient_id: str, note_date, note_type, text: str) -> str:
+def note_digest(note_id: str, patient_id: str, note_date, note_type, text: str) -> bytes:
+    """The note's content hash as 32 raw bytes (what the planner keeps per note in memory)."""
     parts = [note_id, patient_id, note_date or "", note_type or "", text]
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+
+
+def note_hash(note_id: str, patient_id: str, note_date, note_type, text: str) -> str:
+    """The note's content hash as stored in shards and the manifest (hex)."""
+    return note_digest(note_id, patient_id, note_date, note_type, text).hex()
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -211,12 +222,12 @@ class ShardStore:
         seqs = [int(d.name.split("-")[0]) for d in self.committed(any_version=True)]
         return (max(seqs) + 1) if seqs else 1
 
-    def known(self) -> dict[str, str]:
-        """note_id -> content hash of its newest committed shard (current version)."""
-        known: dict[str, str] = {}
+    def known(self) -> dict[str, bytes]:
+        """note_id -> content hash (raw digest) of its newest committed shard (current version)."""
+        known: dict[str, bytes] = {}
         for d in self.committed():
             meta = pq.read_table(d / "notes.parquet", columns=["note_id", "content_hash"])
-            known.update(zip(meta.column("note_id").to_pylist(), meta.column("content_hash").to_pylist()))
+            known.update(zip(meta.column("note_id").to_pylist(), map(bytes.fromhex, meta.column("content_hash").to_pylist())))
         return known
 
     def clean_interrupted(self) -> None:
@@ -234,7 +245,7 @@ class ShardStore:
         self.staging.mkdir(parents=True, exist_ok=True)
         known = self.known()
         plan = Plan(read=[s.describe() for s in sources])
-        seen: dict[str, str] = {}
+        seen: dict[str, bytes] = {}  # note_id -> raw digest, for ids repeated within this run
         buffer: list[pd.DataFrame] = []
         buffered = 0
         seq = self._next_seq()
@@ -257,8 +268,8 @@ class ShardStore:
             plan.failures.extend(invalid)
             if valid.empty:
                 continue
-            hashes = [note_hash(*row) for row in valid[["note_id", "patient_id", "note_date", "note_type", "text"]].itertuples(index=False)]
-            valid = valid.assign(content_hash=hashes)
+            hashes = [note_digest(*row) for row in valid[["note_id", "patient_id", "note_date", "note_type", "text"]].itertuples(index=False)]
+            valid = valid.assign(content_hash=[h.hex() for h in hashes])
             keep = []
             for i, (note_id, h) in enumerate(zip(valid["note_id"], hashes)):
                 plan.counts["seen"] += 1
@@ -353,7 +364,7 @@ def process_shard(staged: str, out: str, version: str) -> dict:
 #    derived labs by note id; structured labs in file order; cases by patient id) and streamed
 #    into temporary files that replace the result files once all are written.
 
-BUCKET_ROWS = 50_000  # notes + mentions + labs + conditions rows one bucket may hold in memory
+BUCKET_ROWS = 100_000  # notes + mentions + labs + conditions rows one bucket may hold in memory
 MAX_BUCKETS = 200  # open spool files stay well under the usual limit of open files
 ROW_GROUP = 32_768
 _POS = "_pos"

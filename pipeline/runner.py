@@ -23,17 +23,23 @@ OUTPUT_FILES = {
 
 
 def versions() -> dict:
-    import prefect
-    import scispacy
-    import spacy
+    """Versions of what made the run, from the installed distributions' metadata (importing
+    Prefect only to read its version would cost a run that does not use it seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "calcmine": __version__,
         "python": platform.python_version(),
-        "spacy": spacy.__version__,
-        "scispacy": scispacy.__version__,
+        "spacy": installed("spacy"),
+        "scispacy": installed("scispacy"),
         "pandas": pd.__version__,
-        "prefect": prefect.__version__,
+        "prefect": installed("prefect"),
     }
 
 
