@@ -100,7 +100,7 @@ def calcmine_archive(
     if plan["staged"]:
         if workers > 1 and _POOL is None:
             _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_warm_worker)
+                                        initializer=_warm_worker, max_tasks_per_child=archive.WORKER_TASKS)
         try:
             futures = run_shard.map(plan["staged"], out=out, version=plan["version"])
             for fut in as_completed(futures):

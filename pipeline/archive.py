@@ -51,6 +51,10 @@ from pipeline.io import _read_txt_notes, _rename, read_chunks, validate_notes, w
 
 STATE = ".calcmine"
 DEFAULT_SHARD_SIZE = 2000
+# Shards a worker process handles before a fresh one replaces it: spaCy's vocabulary and string
+# store grow with every new word a worker sees, so a long-lived worker's memory would grow with
+# the archive. A replacement costs one pipeline build (~1-3 s) per 50 shards (100,000 notes).
+WORKER_TASKS = 50
 
 
 # ---- versions and hashes ---------------------------------------------------------------------
@@ -799,4 +803,5 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
         counts, paths, failures, report,
     )
     store.remove_stale()
-    return {"counts": manifest["counts"], "outputs": manifest["outputs"], "incremental": plan["counts"]}
+    return {"counts": manifest["counts"], "outputs": manifest["outputs"], "incremental": plan["counts"],
+            "buckets": n_buckets}
