@@ -17,7 +17,9 @@ What one run does:
    ``ShardStore(out).plan(discover([csv]), columns, shard_size)`` -> process the staged shards
    (1 worker: an in-process loop over ``archive.process_shard``, so the driver is the worker;
    N > 1 workers: ``ProcessPoolExecutor(N, spawn, initializer=build the pipeline once,
-   max_tasks_per_child=archive.WORKER_TASKS)`` mapping ``archive.process_shard``, as the flow does) -> ``archive.aggregate_run(out, version, plan, None, None, False, {})``.
+   max_tasks_per_child=archive.WORKER_TASKS)`` mapping ``archive.process_shard``, as the flow does)
+   -> ``archive.aggregate_run(out, version, plan, None, None, False, {}, pool=the pool or None)``
+   (with N > 1 workers the pool classifies the aggregation's buckets of patients, as in the flow).
    Wall time runs from the start of ``plan`` to the end of ``aggregate_run`` (so it includes building
    the pipeline and, for N > 1, starting the pool). The output folder is fresh for every run.
    Configurations: every ``--workers-list`` entry on the large archive, and 1 worker on the small one.
@@ -184,7 +186,7 @@ def child_e2e(csv_path: str, out: str, workers: int, shard_size: int) -> dict:
     mark("plan", t, w)
 
     t, w = time.perf_counter(), time.time()
-    results, extra = [], {}
+    results, extra, pool = [], {}, None
     if workers <= 1:
         from pipeline.process import default_nlp
 
@@ -196,15 +198,20 @@ def child_e2e(csv_path: str, out: str, workers: int, shard_size: int) -> dict:
         extra["vocab_lexemes"] = len(nlp.vocab)
         extra["vocab_strings"] = len(nlp.vocab.strings)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_warm_worker, max_tasks_per_child=archive.WORKER_TASKS) as pool:
-            results = list(pool.map(archive.process_shard, plan.staged, repeat(out), repeat(store.version)))
-        extra["workers_maxrss_mb"] = _maxrss_mb(resource.RUSAGE_CHILDREN)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_worker, max_tasks_per_child=archive.WORKER_TASKS)
+        results = list(pool.map(archive.process_shard, plan.staged, repeat(out), repeat(store.version)))
     mark("shards", t, w)
 
     t, w = time.perf_counter(), time.time()
-    agg = archive.aggregate_run(out, store.version, plan_info, None, None, False, {})
+    try:  # as the flow does: with N workers, buckets of patients are classified in the pool
+        agg = archive.aggregate_run(out, store.version, plan_info, None, None, False, {}, pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+            extra["workers_maxrss_mb"] = _maxrss_mb(resource.RUSAGE_CHILDREN)
     mark("aggregate", t, w)
+    extra["aggregate_phases"] = agg.get("phases")
 
     wall = time.perf_counter() - t_all
     processed = sum(r["notes"] for r in results)

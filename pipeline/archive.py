@@ -28,6 +28,7 @@ How a run stays correct:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,7 @@ import pyarrow.parquet as pq
 from pipeline import schema
 from pipeline.errors import InputError
 from pipeline.io import _read_txt_notes, _rename, read_chunks, validate_notes, write_parquet
+from pipeline.review import REVIEW_COLUMNS
 
 STATE = ".calcmine"
 DEFAULT_SHARD_SIZE = 2000
@@ -242,6 +244,7 @@ class ShardStore:
                     shutil.rmtree(d, ignore_errors=True)
         if self.staging.is_dir():
             shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.root / "aggregate", ignore_errors=True)
 
     def plan(self, sources: list[Source], columns: dict, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
         """Stream every source, stage new and changed notes into shards of ``shard_size``."""
@@ -447,6 +450,8 @@ class _Spool:
             self.parts.append(table)
             return
         if self.writer is None:
+            if self.path.exists():
+                raise RuntimeError("a spool file cannot be appended to once closed")
             self.writer = pa.ipc.new_stream(pa.OSFile(str(self.path), "wb"), self.schema)
         self.writer.write_table(table)
 
@@ -572,8 +577,6 @@ class _ReviewOutput(_Output):
     def __init__(self, path: Path) -> None:
         import csv
 
-        from pipeline.review import REVIEW_COLUMNS
-
         super().__init__(path)
         self.fh = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in commit/abort
         self.fh.write("\ufeff")
@@ -607,6 +610,8 @@ MANIFEST = pa.schema([("note_id", pa.string()), ("patient_id", pa.string()), ("c
 REPORT_TEXT_LIMIT = 50_000  # notes whose text the HTML report embeds; above this it links table rows
 
 _ROW_TABLES = {"mentions": schema.MENTIONS, "labs": RAW_LABS, "conditions": schema.CONDITIONS}
+_REVIEW_COLS = [f"_review_{c}" for c in REVIEW_COLUMNS]  # review.csv's cells (safe_cell applied), kept with each case
+_CASES_REVIEW = pa.schema(list(schema.CASES.remove_metadata()) + [pa.field(c, pa.string()) for c in _REVIEW_COLS])
 
 
 def _buckets_for(shards: list[Path], extra_rows: int, bucket_rows: int) -> int:
@@ -641,16 +646,67 @@ def _to_frame(table: pa.Table, arrow_schema: pa.Schema) -> pd.DataFrame:
     return schema.conform(table.select(arrow_schema.names).to_pandas(), arrow_schema) if table.num_rows else schema.empty(arrow_schema)
 
 
+@functools.lru_cache(maxsize=4)
+def _worker_classifier(model: str | None):
+    from pipeline.train import load_classifier
+
+    return load_classifier(model)
+
+
+def classify_bucket(inputs: dict[str, _Spool], results: dict[str, _Spool], classifier=None) -> dict | None:
+    """One bucket of patients: its spooled rows through ``pipeline.process.assemble``, the output
+    rows spooled with their sort keys; returns the bucket's counts. ``classifier`` may be the
+    model argument (a path or None) when this runs in a worker process."""
+    from pipeline.process import assemble
+    from pipeline.review import review_frame, safe_cell
+    from pipeline.tables import RowSet
+
+    if classifier is None or isinstance(classifier, str):
+        classifier = _worker_classifier(classifier)
+    notes = _to_frame(inputs["notes"].read(), _NOTE_KEYS)
+    frames, pos = {}, {}
+    for name, s in _ROW_TABLES.items():
+        table = inputs[name].read()
+        pos[name] = table.column(_POS)
+        frames[name] = _to_frame(table, s)
+    structured = inputs["structured"].read()
+    extra = _to_frame(structured, schema.LABS) if structured.num_rows else None
+    for spool in inputs.values():
+        spool.discard()
+    if not len(notes) and not len(frames["labs"]) and extra is None:
+        return None  # nothing of this bucket reaches any table
+    rows = RowSet(mentions=frames["mentions"], labs=frames["labs"], conditions=frames["conditions"], failures=[])
+    rows.notes_done = int(len(notes))
+    rows.notes_with_mentions = int(frames["mentions"]["note_id"].nunique()) if len(frames["mentions"]) else 0
+    tables = assemble(notes, rows, classifier, extra)
+    for name in ("mentions", "conditions"):  # the same rows in the same order, mechanism filled in
+        results[name].append(schema.to_arrow(getattr(tables, name), _ROW_TABLES[name]).append_column(_POS, pos[name]))
+    # labs: the text rows (same order), then derived rows (by note id), then structured rows
+    n_text, n_extra = len(frames["labs"]), (structured.num_rows if extra is not None else 0)
+    labs = schema.to_arrow(tables.labs, schema.LABS)
+    results["labs"].append(labs.slice(0, n_text).append_column(_POS, pos["labs"]))
+    results["derived"].append(labs.slice(n_text, labs.num_rows - n_text - n_extra))
+    if n_extra:
+        results["structured"].append(labs.slice(labs.num_rows - n_extra).append_column(_POS, structured.column(_POS)))
+    review = review_frame(tables.cases, tables.mentions, tables.labs)  # one row per case, same order
+    cases = schema.to_arrow(tables.cases, schema.CASES)
+    for col, name in zip(_REVIEW_COLS, REVIEW_COLUMNS):
+        cases = cases.append_column(col, pa.array([safe_cell(v) for v in review[name].tolist()], pa.string()))
+    results["cases"].append(cases)
+    for spool in results.values():
+        spool.close()  # one append per bucket: the file is complete, no descriptor kept open
+    return tables.counts
+
+
 def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: str | None, report: bool, timings: dict,
-                  bucket_rows: int = BUCKET_ROWS, buckets: int | None = None) -> dict:
+                  bucket_rows: int = BUCKET_ROWS, buckets: int | None = None, pool=None) -> dict:
     """Committed shards -> tables -> cases -> result folder, manifest; stale shards removed.
 
     Memory is bounded by ``bucket_rows`` (the bucket size), not by the archive: see the section
-    comment above. ``buckets`` forces the number of buckets (tests compare 1 with many)."""
-    from pipeline.process import assemble, classify_inputs
-    from pipeline.review import REVIEW_COLUMNS, review_frame, safe_cell
+    comment above. ``buckets`` forces the number of buckets (tests compare 1 with many); ``pool``
+    (a concurrent.futures executor of worker processes) classifies buckets in parallel."""
+    from pipeline.process import classify_inputs
     from pipeline.runner import OUTPUT_FILES, Timer, failure_records, write_run_info
-    from pipeline.tables import RowSet
 
     t = Timer()
     out_dir = Path(out)
@@ -702,65 +758,40 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
                 failures.extend(failure_records(_to_frame(fail, schema.FAILURES)))
             del notes, table, fail
         failures.extend(problems)
-        extra_buckets = None
-        if extra_labs is not None and len(extra_labs):
-            extra_buckets = _bucket_of(extra_labs["patient_id"].astype(object).to_numpy(), n_buckets)
-
-        # -- 3. each bucket on its own ----------------------------------------------------------------
         labs_pos = _with_pos(schema.LABS)
+        inputs["structured"] = spools("in-structured", labs_pos)
+        if extra_labs is not None and len(extra_labs):
+            table = schema.to_arrow(extra_labs, schema.LABS)
+            table = table.append_column(_POS, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+            for b, part in _split(table, _bucket_of(extra_labs["patient_id"].astype(object).to_numpy(), n_buckets), n_buckets):
+                inputs["structured"][b].append(part)
+            del table
+        for spool in inputs.values():
+            for s in spool:
+                s.close()
+
+        phases = {"partition": time.perf_counter()}
+        # -- 3. each bucket on its own (in the pool's worker processes when one is given) --------------
         results = {"mentions": spools("out-mentions", _with_pos(schema.MENTIONS)),
                    "conditions": spools("out-conditions", _with_pos(schema.CONDITIONS)),
                    "labs": spools("out-labs", labs_pos), "derived": spools("out-derived", schema.LABS.remove_metadata()),
-                   "structured": spools("out-structured", labs_pos)}
-        review_cols = [f"_review_{c}" for c in REVIEW_COLUMNS]
-        cases_schema = pa.schema(list(schema.CASES.remove_metadata()) + [pa.field(c, pa.string()) for c in review_cols])
-        results["cases"] = spools("out-cases", cases_schema)
+                   "structured": spools("out-structured", labs_pos), "cases": spools("out-cases", _CASES_REVIEW)}
+        jobs = [({k: v[b] for k, v in inputs.items()}, {k: v[b] for k, v in results.items()}) for b in range(n_buckets)]
+        if pool is not None and n_buckets > 1:
+            done = list(pool.map(classify_bucket, *zip(*jobs), [model] * n_buckets))
+        else:
+            done = [classify_bucket(ins, outs, classifier) for ins, outs in jobs]
         counts: dict = {}
         labels: dict[str, int] = {}
-        for b in range(n_buckets):
-            notes_b = _to_frame(inputs["notes"][b].read(), _NOTE_KEYS)
-            frames, pos = {}, {}
-            for name, s in _ROW_TABLES.items():
-                table = inputs[name][b].read()
-                pos[name] = table.column(_POS)
-                frames[name] = _to_frame(table, s)
-                inputs[name][b].discard()
-            inputs["notes"][b].discard()
-            extra_b = None
-            if extra_buckets is not None:
-                index_b = np.flatnonzero(extra_buckets == b)
-                extra_b = extra_labs.iloc[index_b]
-            if not len(notes_b) and not frames["labs"].shape[0] and (extra_b is None or not len(extra_b)):
-                continue  # nothing of this bucket reaches any table
-            rows = RowSet(mentions=frames["mentions"], labs=frames["labs"], conditions=frames["conditions"], failures=[])
-            rows.notes_done = int(len(notes_b))
-            rows.notes_with_mentions = int(frames["mentions"]["note_id"].nunique()) if len(frames["mentions"]) else 0
-            tables = assemble(notes_b, rows, classifier, extra_b)
-            for name in ("mentions", "conditions"):
-                results[name][b].append(schema.to_arrow(getattr(tables, name), _ROW_TABLES[name]).append_column(_POS, pos[name]))
-            n_text = len(frames["labs"])
-            n_extra = len(extra_b) if extra_b is not None and len(extra_b) else 0
-            labs_b = schema.to_arrow(tables.labs, schema.LABS)
-            results["labs"][b].append(labs_b.slice(0, n_text).append_column(_POS, pos["labs"]))
-            results["derived"][b].append(labs_b.slice(n_text, labs_b.num_rows - n_text - n_extra))
-            if n_extra:
-                results["structured"][b].append(labs_b.slice(labs_b.num_rows - n_extra).append_column(_POS, pa.array(index_b, pa.int64())))
-            review = review_frame(tables.cases, tables.mentions, tables.labs)
-            cases_b = schema.to_arrow(tables.cases, schema.CASES)
-            for col, name in zip(review_cols, REVIEW_COLUMNS):
-                cases_b = cases_b.append_column(col, pa.array([safe_cell(v) for v in review[name].tolist()], pa.string()))
-            results["cases"][b].append(cases_b)
-            for key, value in tables.counts.items():
+        for bucket_counts in filter(None, done):
+            for key, value in bucket_counts.items():
                 if key == "cases_by_label":
                     for label, n in value.items():
                         labels[label] = labels.get(label, 0) + n
                 else:
                     counts[key] = counts.get(key, 0) + value
-            del frames, tables, labs_b, cases_b, review, rows, notes_b
-        for spool in results.values():
-            for s in spool:
-                s.close()
 
+        phases["classify"] = time.perf_counter()
         # -- 4. merged back into whole-run order, streamed into the result files ----------------------
         for name in ("mentions", "labs", "conditions", "cases"):
             outputs[name] = _ParquetOutput(out_dir / OUTPUT_FILES[name], schema.TABLES[name])
@@ -773,7 +804,7 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
                 outputs["labs"].write(chunk)
         for chunk in merge_sorted([s.batches() for s in results["cases"]], "patient_id"):
             outputs["cases"].write(chunk)
-            outputs["review"].write(chunk, review_cols)
+            outputs["review"].write(chunk, _REVIEW_COLS)
         for spool in results.values():
             for s in spool:
                 s.discard()
@@ -794,6 +825,7 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
         for o in outputs.values():
             o.abort()
         shutil.rmtree(work, ignore_errors=True)
+    phases["write"] = time.perf_counter()
     t.mark("aggregate")
     manifest = write_run_info(
         out_dir,
@@ -803,5 +835,6 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
         counts, paths, failures, report,
     )
     store.remove_stale()
+    phases = {k: round(v - start, 3) for k, v, start in zip(phases, phases.values(), [t.t0, *phases.values()])}
     return {"counts": manifest["counts"], "outputs": manifest["outputs"], "incremental": plan["counts"],
-            "buckets": n_buckets}
+            "buckets": n_buckets, "phases": phases}

@@ -4,12 +4,14 @@ local worker processes and on a local Dask cluster."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -87,10 +89,15 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, baseline, root):
     _, plan = run_local([root / "examples" / "archive"], out, stop_after=4)
     # what a kill leaves: committed shards, staged shards, a half-written shard folder
     (out / ".calcmine" / "shards" / ".000099-half.tmp").mkdir()
+    # and what a kill during an aggregation leaves: its spool files, a half-written result file
+    (out / ".calcmine" / "aggregate").mkdir(parents=True)
+    (out / ".calcmine" / "aggregate" / "in-mentions-0001.arrow").write_bytes(b"partial")
+    (out / ".mentions.parquet.x1y2.tmp").write_bytes(b"partial")
     assert len(archive.ShardStore(out).committed()) == 4
     result, plan = run_local([root / "examples" / "archive"], out)
     assert plan.counts["unchanged"] == 40 and plan.counts["new"] == 48
     assert_same(baseline[1], tables(out))
+    assert not (out / ".calcmine" / "aggregate").exists() and not list(out.glob(".*.tmp"))
 
 
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, baseline, root):
@@ -222,17 +229,20 @@ def test_bucketed_aggregation_equals_one_bucket(tmp_path):
     patients = [r[1] for r in rows] + ["P009"]
     assert len(set(archive._bucket_of(patients, 5).tolist())) >= 3  # the patients really are spread
 
-    def aggregate(buckets):
-        archive.aggregate_run(str(out), store.version, info, None, str(labs), False, {}, buckets=buckets)
+    def aggregate(buckets, pool=None):
+        archive.aggregate_run(str(out), store.version, info, None, str(labs), False, {}, buckets=buckets, pool=pool)
         names = ("mentions", "labs", "conditions", "cases", "manifest")
         run = json.loads((out / "run.json").read_text())
         return ({n: pd.read_parquet(out / f"{n}.parquet") for n in names}, (out / "review.csv").read_bytes(),
                 run["counts"], run["failures"])
 
     one, many = aggregate(1), aggregate(5)
-    for name in one[0]:
-        pd.testing.assert_frame_equal(one[0][name], many[0][name], obj=name)  # content and row order
-    assert one[1:] == many[1:]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_workers = aggregate(5, pool)  # buckets classified in worker processes, as the flow does
+    for other in (many, in_workers):
+        for name in one[0]:
+            pd.testing.assert_frame_equal(one[0][name], other[0][name], obj=name)  # content and row order
+        assert one[1:] == other[1:]
     frames = many[0]
     assert not frames["mentions"].duplicated(["note_id", "start"]).any()
     assert "P008" in set(frames["cases"]["patient_id"]) and frames["cases"]["patient_id"].is_monotonic_increasing
