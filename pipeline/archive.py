@@ -643,7 +643,9 @@ def _split(table: pa.Table, buckets: np.ndarray, n: int) -> Iterator[tuple[int, 
 
 def _to_frame(table: pa.Table, arrow_schema: pa.Schema) -> pd.DataFrame:
     """A spooled table as the DataFrame reading the shard's parquet gives (schema dtypes)."""
-    return schema.conform(table.select(arrow_schema.names).to_pandas(), arrow_schema) if table.num_rows else schema.empty(arrow_schema)
+    if not table.num_rows:
+        return schema.empty(arrow_schema)
+    return schema.conform(table.select(arrow_schema.names).to_pandas(), arrow_schema)
 
 
 @functools.lru_cache(maxsize=4)
@@ -721,8 +723,9 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
     work = store.root / "aggregate"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    ours = (*OUTPUT_FILES.values(), "notes.parquet", "manifest.parquet", "review.csv")
     for stale in out_dir.glob(".*.tmp"):  # result files a killed aggregation was writing
-        if any(stale.name.startswith(f".{name}.") for name in (*OUTPUT_FILES.values(), "notes.parquet", "manifest.parquet", "review.csv")):
+        if any(stale.name.startswith(f".{name}.") for name in ours):
             stale.unlink(missing_ok=True)
 
     def spools(name: str, arrow_schema: pa.Schema) -> list[_Spool]:
