@@ -16,8 +16,10 @@ What one run does:
    does, without Prefect:
    ``ShardStore(out).plan(discover([csv]), columns, shard_size)`` -> process the staged shards
    (1 worker: an in-process loop over ``archive.process_shard``, so the driver is the worker;
-   N > 1 workers: ``ProcessPoolExecutor(N, spawn, initializer=build the pipeline once)`` mapping
-   ``archive.process_shard``) -> ``archive.aggregate_run(out, version, plan, None, None, False, {})``.
+   N > 1 workers: ``ProcessPoolExecutor(N, spawn, initializer=build the pipeline once,
+   max_tasks_per_child=archive.WORKER_TASKS)`` mapping ``archive.process_shard``, as the flow does)
+   -> ``archive.aggregate_run(out, version, plan, None, None, False, {}, pool=the pool or None)``
+   (with N > 1 workers the pool classifies the aggregation's buckets of patients, as in the flow).
    Wall time runs from the start of ``plan`` to the end of ``aggregate_run`` (so it includes building
    the pipeline and, for N > 1, starting the pool). The output folder is fresh for every run.
    Configurations: every ``--workers-list`` entry on the large archive, and 1 worker on the small one.
@@ -184,7 +186,7 @@ def child_e2e(csv_path: str, out: str, workers: int, shard_size: int) -> dict:
     mark("plan", t, w)
 
     t, w = time.perf_counter(), time.time()
-    results, extra = [], {}
+    results, extra, pool = [], {}, None
     if workers <= 1:
         from pipeline.process import default_nlp
 
@@ -196,15 +198,20 @@ def child_e2e(csv_path: str, out: str, workers: int, shard_size: int) -> dict:
         extra["vocab_lexemes"] = len(nlp.vocab)
         extra["vocab_strings"] = len(nlp.vocab.strings)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_warm_worker) as pool:
-            results = list(pool.map(archive.process_shard, plan.staged, repeat(out), repeat(store.version)))
-        extra["workers_maxrss_mb"] = _maxrss_mb(resource.RUSAGE_CHILDREN)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_worker, max_tasks_per_child=archive.WORKER_TASKS)
+        results = list(pool.map(archive.process_shard, plan.staged, repeat(out), repeat(store.version)))
     mark("shards", t, w)
 
     t, w = time.perf_counter(), time.time()
-    agg = archive.aggregate_run(out, store.version, plan_info, None, None, False, {})
+    try:  # as the flow does: with N workers, buckets of patients are classified in the pool
+        agg = archive.aggregate_run(out, store.version, plan_info, None, None, False, {}, pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+            extra["workers_maxrss_mb"] = _maxrss_mb(resource.RUSAGE_CHILDREN)
     mark("aggregate", t, w)
+    extra["aggregate_phases"] = agg.get("phases")
 
     wall = time.perf_counter() - t_all
     processed = sum(r["notes"] for r in results)
@@ -212,6 +219,7 @@ def child_e2e(csv_path: str, out: str, workers: int, shard_size: int) -> dict:
         "workers": workers, "shard_size": shard_size, "shards": len(plan.staged), "plan_counts": plan.counts,
         "notes_processed": processed, "failed": sum(r["failed"] for r in results),
         "aggregate_counts": {k: v for k, v in agg["counts"].items() if k != "cases_by_label"},
+        "aggregate_buckets": agg.get("buckets"),
         "seconds": wall, "start": w_all, "end": time.time(), "notes_per_s": processed / wall,
         "phases": phases, "driver_maxrss_mb": _maxrss_mb(resource.RUSAGE_SELF), **extra,
     }
@@ -364,11 +372,12 @@ def print_table(report: dict) -> None:
     print("(memory in MB: psutil RSS sampled every 0.2 s; 'driver' = plan+aggregate process, which is also the"
           " worker at 1 worker; wk = pool workers)")
     print()
-    print(f"{'driver peak RSS by phase (MB)':<34}{'plan':>8}{'shards':>8}{'aggr':>8}{'kernel maxrss':>15}{'pool wk maxrss':>16}")
+    print(f"{'driver peak RSS by phase (MB)':<34}{'plan':>8}{'shards':>8}{'aggr':>8}{'kernel maxrss':>15}{'pool wk maxrss':>16}"
+          f"{'buckets':>9}")
     for r in report["end_to_end"]:
         byp = r["memory"].get("driver_peak_by_phase_mb", {})
         print(f"  {r['label']:<32}{fmt(byp.get('plan')):>8}{fmt(byp.get('shards')):>8}{fmt(byp.get('aggregate')):>8}"
-              f"{r['driver_maxrss_mb']:>15.0f}{fmt(r.get('workers_maxrss_mb')):>16}")
+              f"{r['driver_maxrss_mb']:>15.0f}{fmt(r.get('workers_maxrss_mb')):>16}{fmt(r.get('aggregate_buckets')):>9}")
     flat = report["memory_flatness"]
     if flat:
         print()

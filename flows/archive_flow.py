@@ -67,7 +67,8 @@ def run_shard(staged: str, out: str, version: str) -> dict:
 
 @task(retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_io)
 def aggregate(out: str, version: str, plan: dict, model: str | None, labs: str | None, report: bool, timings: dict) -> dict:
-    return archive.aggregate_run(out, version, plan, model, labs, report, timings)
+    # buckets of patients are classified in the worker processes when the run has them
+    return archive.aggregate_run(out, version, plan, model, labs, report, timings, pool=_POOL)
 
 
 @flow(name="calcmine-archive", log_prints=False)
@@ -97,11 +98,11 @@ def calcmine_archive(
                 c["seen"], c["new"], c["changed"], c["unchanged"], c["invalid"], len(plan["staged"]))
     total = c["new"] + c["changed"]
     done, started = 0, time.perf_counter()
-    if plan["staged"]:
-        if workers > 1 and _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_warm_worker)
-        try:
+    try:
+        if plan["staged"]:
+            if workers > 1 and _POOL is None:
+                _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_warm_worker, max_tasks_per_child=archive.WORKER_TASKS)
             futures = run_shard.map(plan["staged"], out=out, version=plan["version"])
             for fut in as_completed(futures):
                 result = fut.result()
@@ -109,12 +110,13 @@ def calcmine_archive(
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 eta = (total - done) / rate if rate else float("nan")
                 logger.info("progress: %d/%d notes, %.0f notes/s, ETA %.0f s", done, total, rate, eta)
-        finally:
-            if _POOL is not None:
-                _POOL.shutdown()
-                _POOL = None
-    timer.mark("nlp")
-    result = aggregate(out, plan["version"], plan, model, labs, report, timer.marks | {"notes_per_s": round(done / max(timer.marks.get("nlp", 1e-9), 1e-9), 1)})
+        timer.mark("nlp")
+        result = aggregate(out, plan["version"], plan, model, labs, report,
+                           timer.marks | {"notes_per_s": round(done / max(timer.marks.get("nlp", 1e-9), 1e-9), 1)})
+    finally:
+        if _POOL is not None:
+            _POOL.shutdown()
+            _POOL = None
     return result
 
 

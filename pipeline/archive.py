@@ -6,6 +6,7 @@ Layout of the state kept in the output folder (``OUT/.calcmine/``)::
     shards/<seq>-<digest>/    one committed shard: notes.parquet (ids, hashes, text),
                               mentions / labs / conditions / failures .parquet, shard.json
     staging/<seq>-<digest>.parquet   notes waiting to be processed (deleted once committed)
+    aggregate/                rows spooled per bucket while aggregating (Arrow IPC, temporary)
 
 How a run stays correct:
 
@@ -16,6 +17,10 @@ How a run stays correct:
   files, which the next run removes and redoes.
 - Aggregation reads committed shards in sequence order and keeps, for each note id, the rows of
   the newest shard holding it: a changed note supersedes its old rows, nothing is counted twice.
+  It works on one bucket of patients at a time (a stable hash of patient_id; the number of
+  buckets from the row counts), so its memory does not grow with the archive, and streams every
+  result file into a temporary file that replaces the old one when all are written; its working
+  files (``aggregate/``) are removed when it ends and by the next run if it was killed.
 - The NLP version is calcmine's version plus a hash of every rule file; shards made with another
   version are ignored (their notes are reprocessed) and removed after a successful run. The case
   classifier only affects aggregation, which is always redone.
@@ -23,6 +28,7 @@ How a run stays correct:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,16 +40,23 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.errors import InputError
 from pipeline.io import _read_txt_notes, _rename, read_chunks, validate_notes, write_parquet
+from pipeline.review import REVIEW_COLUMNS
 
 STATE = ".calcmine"
 DEFAULT_SHARD_SIZE = 2000
+# Shards a worker process handles before a fresh one replaces it: spaCy's vocabulary and string
+# store grow with every new word a worker sees, so a long-lived worker's memory would grow with
+# the archive. A replacement costs one pipeline build (~1-3 s) per 50 shards (100,000 notes).
+WORKER_TASKS = 50
 
 
 # ---- versions and hashes ---------------------------------------------------------------------
@@ -72,9 +85,15 @@ def nlp_version() -> str:
     return f"{PIPELINE_VERSION}+rules.{ruleset_hash()[:12]}"
 
 
-def note_hash(note_id: str, patient_id: str, note_date, note_type, text: str) -> str:
+def note_digest(note_id: str, patient_id: str, note_date, note_type, text: str) -> bytes:
+    """The note's content hash as 32 raw bytes (what the planner keeps per note in memory)."""
     parts = [note_id, patient_id, note_date or "", note_type or "", text]
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+
+
+def note_hash(note_id: str, patient_id: str, note_date, note_type, text: str) -> str:
+    """The note's content hash as stored in shards and the manifest (hex)."""
+    return note_digest(note_id, patient_id, note_date, note_type, text).hex()
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -209,12 +228,12 @@ class ShardStore:
         seqs = [int(d.name.split("-")[0]) for d in self.committed(any_version=True)]
         return (max(seqs) + 1) if seqs else 1
 
-    def known(self) -> dict[str, str]:
-        """note_id -> content hash of its newest committed shard (current version)."""
-        known: dict[str, str] = {}
+    def known(self) -> dict[str, bytes]:
+        """note_id -> content hash (raw digest) of its newest committed shard (current version)."""
+        known: dict[str, bytes] = {}
         for d in self.committed():
             meta = pq.read_table(d / "notes.parquet", columns=["note_id", "content_hash"])
-            known.update(zip(meta.column("note_id").to_pylist(), meta.column("content_hash").to_pylist()))
+            known.update(zip(meta.column("note_id").to_pylist(), map(bytes.fromhex, meta.column("content_hash").to_pylist())))
         return known
 
     def clean_interrupted(self) -> None:
@@ -225,6 +244,7 @@ class ShardStore:
                     shutil.rmtree(d, ignore_errors=True)
         if self.staging.is_dir():
             shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.root / "aggregate", ignore_errors=True)
 
     def plan(self, sources: list[Source], columns: dict, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
         """Stream every source, stage new and changed notes into shards of ``shard_size``."""
@@ -232,7 +252,7 @@ class ShardStore:
         self.staging.mkdir(parents=True, exist_ok=True)
         known = self.known()
         plan = Plan(read=[s.describe() for s in sources])
-        seen: dict[str, str] = {}
+        seen: dict[str, bytes] = {}  # note_id -> raw digest, for ids repeated within this run
         buffer: list[pd.DataFrame] = []
         buffered = 0
         seq = self._next_seq()
@@ -255,8 +275,8 @@ class ShardStore:
             plan.failures.extend(invalid)
             if valid.empty:
                 continue
-            hashes = [note_hash(*row) for row in valid[["note_id", "patient_id", "note_date", "note_type", "text"]].itertuples(index=False)]
-            valid = valid.assign(content_hash=hashes)
+            hashes = [note_digest(*row) for row in valid[["note_id", "patient_id", "note_date", "note_type", "text"]].itertuples(index=False)]
+            valid = valid.assign(content_hash=[h.hex() for h in hashes])
             keep = []
             for i, (note_id, h) in enumerate(zip(valid["note_id"], hashes)):
                 plan.counts["seen"] += 1
@@ -336,38 +356,251 @@ def process_shard(staged: str, out: str, version: str) -> dict:
             "with_mentions": rows.notes_with_mentions}
 
 
-def gather(out: str | Path, version: str | None = None):
-    """Rows of every note from its newest committed shard: (notes, RowSet-like dict of frames)."""
-    store = ShardStore(out, version)
-    shards = store.committed()
-    owner: dict[str, str] = {}
-    for d in shards:  # sequence order: later shards win
-        ids = pq.read_table(d / "notes.parquet", columns=["note_id"]).column("note_id").to_pylist()
-        owner.update((i, d.name) for i in ids)
-    frames: dict[str, list[pd.DataFrame]] = {k: [] for k in ("notes", "mentions", "labs", "conditions", "failures")}
-    for d in shards:
-        for table in frames:
-            cols = [c for c in STAGED.names if c != "text"] if table == "notes" else None
-            frame = pd.read_parquet(d / f"{table}.parquet", columns=cols)
-            frame = frame[frame["note_id"].map(owner.get) == d.name]  # a changed note's old rows drop out
-            frames[table].append(frame)
-    empty = {"notes": [c for c in STAGED.names if c != "text"], "mentions": schema.MENTIONS.names, "labs": RAW_LABS.names,
-             "conditions": schema.CONDITIONS.names, "failures": schema.FAILURES.names}
-    out_frames = {k: (pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=empty[k])) for k, v in frames.items()}
-    return store, out_frames
+# ---- aggregation: bounded memory, one bucket of patients at a time -----------------------------
+#
+# 1. Owners: for each committed shard, which of its notes no later shard supersedes (8 bytes of
+#    hash per note; exact ids compared only where hashes repeat).
+# 2. One pass over the shards in sequence order: the manifest (and notes.parquet for the report)
+#    streamed to their files; every row of notes / mentions / labs / conditions appended to the
+#    spool of its patient's bucket (a stable hash of patient_id into B buckets, B from the row
+#    counts so that a bucket holds at most ``bucket_rows`` rows), tagged with its position in
+#    shard order.
+# 3. Each bucket on its own through ``pipeline.process.assemble`` (all it computes is per patient
+#    or per note); its output rows spooled, still tagged.
+# 4. The buckets' outputs merged back into the order a whole-run aggregation gives (shard order;
+#    derived labs by note id; structured labs in file order; cases by patient id) and streamed
+#    into temporary files that replace the result files once all are written.
+
+BUCKET_ROWS = 100_000  # notes + mentions + labs + conditions rows one bucket may hold in memory
+MAX_BUCKETS = 200  # open spool files stay well under the usual limit of open files
+ROW_GROUP = 32_768
+_POS = "_pos"
+_NOTE_KEYS = pa.schema([("note_id", pa.string()), ("patient_id", pa.string())])
 
 
-def write_manifest(store: ShardStore, path: Path) -> None:
+def _hash64(values) -> np.ndarray:
+    """A stable 64-bit hash of each string (pandas' SipHash with its fixed key)."""
+    arr = np.asarray(values, dtype=object)
+    return pd.util.hash_array(arr, categorize=False) if len(arr) else np.zeros(0, dtype=np.uint64)
+
+
+def _column_values(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy(zero_copy_only=False)
+
+
+def superseded(shards: list[Path]) -> tuple[list[set], list[int]]:
+    """For each shard (sequence order), the note ids a later shard holds again (their rows here
+    are out of date), and the number of notes it keeps."""
+    hashes = [_hash64(_column_values(pq.read_table(d / "notes.parquet", columns=["note_id"]), "note_id")) for d in shards]
+    drops: list[set] = [set() for _ in shards]
+    if not hashes:
+        return drops, []
+    values, counts = np.unique(np.concatenate(hashes), return_counts=True)
+    repeated = values[counts > 1]
+    if len(repeated):  # exact ids only where a hash repeats: changed notes (and hash collisions)
+        candidates: dict[int, list[str]] = {}
+        last: dict[str, int] = {}
+        for i, (d, h) in enumerate(zip(shards, hashes)):
+            rows = np.flatnonzero(np.isin(h, repeated))
+            if len(rows):
+                ids = _column_values(pq.read_table(d / "notes.parquet", columns=["note_id"]), "note_id")
+                candidates[i] = [ids[r] for r in rows]
+                last.update((note_id, i) for note_id in candidates[i])
+        for i, ids in candidates.items():
+            drops[i] = {note_id for note_id in ids if last[note_id] != i}
+    return drops, [len(h) - len(drop) for h, drop in zip(hashes, drops)]
+
+
+def _keep(table: pa.Table, drop: set) -> pa.Table:
+    """Rows of notes this shard still owns (rows without a note id never belong to a note)."""
+    ids = table.column("note_id")
+    if not drop and ids.null_count == 0:
+        return table
+    mask = pc.is_valid(ids)
+    if drop:
+        mask = pc.and_(mask, pc.invert(pc.is_in(ids, value_set=pa.array(sorted(drop), pa.string()))))
+    return table.filter(mask)
+
+
+def _plain(table: pa.Table, arrow_schema: pa.Schema) -> pa.Table:
+    """``table``'s columns under ``arrow_schema`` (same names and types, no pandas metadata)."""
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in arrow_schema], schema=arrow_schema)
+
+
+def _with_pos(arrow_schema: pa.Schema) -> pa.Schema:
+    return pa.schema(list(arrow_schema.remove_metadata()) + [pa.field(_POS, pa.int64())])
+
+
+class _Spool:
+    """Tables appended now, read back later in the same order: in memory when the whole run is one
+    bucket, else an Arrow IPC stream file (no footer, so appending costs no memory)."""
+
+    def __init__(self, arrow_schema: pa.Schema, path: Path | None) -> None:
+        self.schema, self.path = arrow_schema, path
+        self.parts: list[pa.Table] = []
+        self.writer = None
+        self.rows = 0
+
+    def append(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.rows += table.num_rows
+        table = _plain(table, self.schema)
+        if self.path is None:
+            self.parts.append(table)
+            return
+        if self.writer is None:
+            if self.path.exists():
+                raise RuntimeError("a spool file cannot be appended to once closed")
+            self.writer = pa.ipc.new_stream(pa.OSFile(str(self.path), "wb"), self.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def batches(self) -> Iterator[pa.Table]:
+        self.close()
+        if self.path is None:
+            yield from self.parts
+        elif self.path.exists():
+            with pa.OSFile(str(self.path), "rb") as fh:
+                for batch in pa.ipc.open_stream(fh):
+                    yield pa.Table.from_batches([batch], self.schema)
+
+    def read(self) -> pa.Table:
+        parts = list(self.batches())
+        return pa.concat_tables(parts) if parts else self.schema.empty_table()
+
+    def discard(self) -> None:
+        self.close()
+        self.parts = []
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def merge_sorted(sources: list[Iterator[pa.Table]], key: str) -> Iterator[pa.Table]:
+    """Merge tables each sorted by ``key`` (no key in two sources) into one sorted stream, a
+    chunk at a time: all rows up to the smallest last key among the sources' current tables."""
+    sources = [iter(s) for s in sources]
+    if len(sources) == 1:
+        yield from sources[0]
+        return
+    heads: dict[int, pa.Table] = {}
+
+    def refill(i: int) -> None:
+        for table in sources[i]:
+            if table.num_rows:
+                heads[i] = table
+                return
+        heads.pop(i, None)
+
+    for i in range(len(sources)):
+        refill(i)
+    while heads:
+        bound = min(heads[i].column(key)[-1].as_py() for i in heads)
+        parts = []
+        for i in sorted(heads):
+            table = heads[i]
+            n = pc.sum(pc.less_equal(table.column(key), pa.scalar(bound, table.schema.field(key).type))).as_py() or 0
+            if not n:
+                continue
+            parts.append(table.slice(0, n))
+            if n == table.num_rows:
+                refill(i)
+            else:
+                heads[i] = table.slice(n)
+        chunk = pa.concat_tables(parts)
+        if len(parts) > 1:
+            chunk = chunk.take(pc.sort_indices(chunk, sort_keys=[(key, "ascending")]))  # a stable sort
+        yield chunk
+
+
+class _Output:
+    """One result file written in pieces into a private temporary file, moved into place by
+    ``commit``: a killed run leaves the previous file (or none), never a partial one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, 0o600)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+class _ParquetOutput(_Output):
+    def __init__(self, path: Path, arrow_schema: pa.Schema) -> None:
+        super().__init__(path)
+        # the schema (with its pandas metadata) write_parquet gives the same table
+        self.schema = schema.to_arrow(schema.empty(arrow_schema), arrow_schema).schema
+        self.writer = pq.ParquetWriter(str(self.tmp), self.schema)
+        self.pending: list[pa.Table] = []
+        self.buffered = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.pending.append(pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in self.schema], schema=self.schema))
+        self.buffered += table.num_rows
+        self.rows += table.num_rows
+        if self.buffered >= ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+            self.pending, self.buffered = [], 0
+
+    def commit(self) -> None:
+        self.flush()
+        self.writer.close()
+        super().commit()
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            super().abort()
+
+
+class _ReviewOutput(_Output):
+    """review.csv as ``pipeline.review.review_csv_bytes`` writes it, a row at a time."""
+
+    def __init__(self, path: Path) -> None:
+        import csv
+
+        super().__init__(path)
+        self.fh = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in commit/abort
+        self.fh.write("\ufeff")
+        self.writer = csv.writer(self.fh, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+        self.writer.writerow(list(REVIEW_COLUMNS))
+
+    def write(self, table: pa.Table, columns: list[str]) -> None:
+        self.writer.writerows(zip(*(table.column(c).to_pylist() for c in columns)))
+
+    def commit(self) -> None:
+        self.fh.close()
+        super().commit()
+
+    def abort(self) -> None:
+        self.fh.close()
+        super().abort()
+
+
+def write_manifest_part(out: _ParquetOutput, notes: pa.Table, shard: str, version: str) -> None:
     """The run manifest: each note's id, content hash, shard and NLP version (no text)."""
-    frames = []
-    for d in store.committed():
-        meta = pd.read_parquet(d / "notes.parquet", columns=["note_id", "patient_id", "content_hash"])
-        meta["shard"] = d.name
-        frames.append(meta)
-    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["note_id", "patient_id", "content_hash", "shard"])
-    manifest = manifest.drop_duplicates("note_id", keep="last")
-    manifest["version"] = store.version
-    write_parquet(manifest, MANIFEST, path)
+    n = notes.num_rows
+    out.write(pa.table({"note_id": notes.column("note_id"), "patient_id": notes.column("patient_id"),
+                        "content_hash": notes.column("content_hash"), "shard": pa.array([shard] * n, pa.string()),
+                        "version": pa.array([version] * n, pa.string())}))
 
 
 MANIFEST = pa.schema([("note_id", pa.string()), ("patient_id", pa.string()), ("content_hash", pa.string()),
@@ -376,38 +609,235 @@ MANIFEST = pa.schema([("note_id", pa.string()), ("patient_id", pa.string()), ("c
 
 REPORT_TEXT_LIMIT = 50_000  # notes whose text the HTML report embeds; above this it links table rows
 
+_ROW_TABLES = {"mentions": schema.MENTIONS, "labs": RAW_LABS, "conditions": schema.CONDITIONS}
+_REVIEW_COLS = [f"_review_{c}" for c in REVIEW_COLUMNS]  # review.csv's cells (safe_cell applied), kept with each case
+_CASES_REVIEW = pa.schema(list(schema.CASES.remove_metadata()) + [pa.field(c, pa.string()) for c in _REVIEW_COLS])
 
-def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: str | None, report: bool, timings: dict) -> dict:
-    """Committed shards -> tables -> cases -> result folder, manifest; stale shards removed."""
-    from pipeline.process import classify_run
-    from pipeline.runner import Timer, write_results
+
+def _buckets_for(shards: list[Path], extra_rows: int, bucket_rows: int) -> int:
+    rows = extra_rows
+    for d in shards:
+        for table in ("notes", *_ROW_TABLES):
+            rows += pq.read_metadata(d / f"{table}.parquet").num_rows
+    return max(1, min(MAX_BUCKETS, -(-rows // max(bucket_rows, 1))))
+
+
+def _bucket_of(patient_ids, n: int) -> np.ndarray:
+    if n == 1:
+        return np.zeros(len(patient_ids), dtype=np.int64)
+    values = np.asarray(patient_ids, dtype=object)
+    values = np.where(pd.isna(values), "", values)
+    return (_hash64(values) % np.uint64(n)).astype(np.int64)
+
+
+def _split(table: pa.Table, buckets: np.ndarray, n: int) -> Iterator[tuple[int, pa.Table]]:
+    if n == 1:
+        yield 0, table
+        return
+    order = np.argsort(buckets, kind="stable")
+    bounds = np.searchsorted(buckets[order], np.arange(n + 1))
+    for b in range(n):
+        if bounds[b + 1] > bounds[b]:
+            yield b, table.take(pa.array(order[bounds[b]:bounds[b + 1]]))
+
+
+def _to_frame(table: pa.Table, arrow_schema: pa.Schema) -> pd.DataFrame:
+    """A spooled table as the DataFrame reading the shard's parquet gives (schema dtypes)."""
+    if not table.num_rows:
+        return schema.empty(arrow_schema)
+    return schema.conform(table.select(arrow_schema.names).to_pandas(), arrow_schema)
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_classifier(model: str | None):
+    from pipeline.train import load_classifier
+
+    return load_classifier(model)
+
+
+def classify_bucket(inputs: dict[str, _Spool], results: dict[str, _Spool], classifier=None) -> dict | None:
+    """One bucket of patients: its spooled rows through ``pipeline.process.assemble``, the output
+    rows spooled with their sort keys; returns the bucket's counts. ``classifier`` may be the
+    model argument (a path or None) when this runs in a worker process."""
+    from pipeline.process import assemble
+    from pipeline.review import review_frame, safe_cell
     from pipeline.tables import RowSet
 
-    t = Timer()
-    store, frames = gather(out, version)
-    notes = frames["notes"]
-    rows = RowSet(  # DataFrames straight from the shards: assemble takes them as they are
-        mentions=frames["mentions"],
-        labs=frames["labs"],
-        conditions=frames["conditions"],
-        failures=plan["failures"] + frames["failures"].astype(object).where(frames["failures"].notna(), None).to_dict("records"),
-    )
+    if classifier is None or isinstance(classifier, str):
+        classifier = _worker_classifier(classifier)
+    notes = _to_frame(inputs["notes"].read(), _NOTE_KEYS)
+    frames, pos = {}, {}
+    for name, s in _ROW_TABLES.items():
+        table = inputs[name].read()
+        pos[name] = table.column(_POS)
+        frames[name] = _to_frame(table, s)
+    structured = inputs["structured"].read()
+    extra = _to_frame(structured, schema.LABS) if structured.num_rows else None
+    for spool in inputs.values():
+        spool.discard()
+    if not len(notes) and not len(frames["labs"]) and extra is None:
+        return None  # nothing of this bucket reaches any table
+    rows = RowSet(mentions=frames["mentions"], labs=frames["labs"], conditions=frames["conditions"], failures=[])
     rows.notes_done = int(len(notes))
     rows.notes_with_mentions = int(frames["mentions"]["note_id"].nunique()) if len(frames["mentions"]) else 0
-    tables, classifier = classify_run(notes, rows, model, labs)
+    tables = assemble(notes, rows, classifier, extra)
+    for name in ("mentions", "conditions"):  # the same rows in the same order, mechanism filled in
+        results[name].append(schema.to_arrow(getattr(tables, name), _ROW_TABLES[name]).append_column(_POS, pos[name]))
+    # labs: the text rows (same order), then derived rows (by note id), then structured rows
+    n_text, n_extra = len(frames["labs"]), (structured.num_rows if extra is not None else 0)
+    labs = schema.to_arrow(tables.labs, schema.LABS)
+    results["labs"].append(labs.slice(0, n_text).append_column(_POS, pos["labs"]))
+    results["derived"].append(labs.slice(n_text, labs.num_rows - n_text - n_extra))
+    if n_extra:
+        results["structured"].append(labs.slice(labs.num_rows - n_extra).append_column(_POS, structured.column(_POS)))
+    review = review_frame(tables.cases, tables.mentions, tables.labs)  # one row per case, same order
+    cases = schema.to_arrow(tables.cases, schema.CASES)
+    for col, name in zip(_REVIEW_COLS, REVIEW_COLUMNS):
+        cases = cases.append_column(col, pa.array([safe_cell(v) for v in review[name].tolist()], pa.string()))
+    results["cases"].append(cases)
+    for spool in results.values():
+        spool.close()  # one append per bucket: the file is complete, no descriptor kept open
+    return tables.counts
+
+
+def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: str | None, report: bool, timings: dict,
+                  bucket_rows: int = BUCKET_ROWS, buckets: int | None = None, pool=None) -> dict:
+    """Committed shards -> tables -> cases -> result folder, manifest; stale shards removed.
+
+    Memory is bounded by ``bucket_rows`` (the bucket size), not by the archive: see the section
+    comment above. ``buckets`` forces the number of buckets (tests compare 1 with many); ``pool``
+    (a concurrent.futures executor of worker processes) classifies buckets in parallel."""
+    from pipeline.process import classify_inputs
+    from pipeline.runner import OUTPUT_FILES, Timer, failure_records, write_run_info
+
+    t = Timer()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ShardStore(out, version)
+    shards = store.committed()
+    classifier, extra_labs, problems = classify_inputs(model, labs)
+    drops, kept = superseded(shards)
+    n_notes = sum(kept)
+    n_buckets = buckets or _buckets_for(shards, len(extra_labs) if extra_labs is not None else 0, bucket_rows)
+
+    work = store.root / "aggregate"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ours = (*OUTPUT_FILES.values(), "notes.parquet", "manifest.parquet", "review.csv")
+    for stale in out_dir.glob(".*.tmp"):  # result files a killed aggregation was writing
+        if any(stale.name.startswith(f".{name}.") for name in ours):
+            stale.unlink(missing_ok=True)
+
+    def spools(name: str, arrow_schema: pa.Schema) -> list[_Spool]:
+        return [_Spool(arrow_schema, None if n_buckets == 1 else work / f"{name}-{b:04d}.arrow") for b in range(n_buckets)]
+
+    outputs: dict[str, _Output] = {}
+    try:
+        with_text = report and 0 < n_notes <= REPORT_TEXT_LIMIT
+        outputs["manifest"] = _ParquetOutput(out_dir / "manifest.parquet", MANIFEST)
+        if with_text:
+            outputs["notes"] = _ParquetOutput(out_dir / "notes.parquet", schema.NOTES)
+
+        # -- 2. one pass over the shards: manifest, notes, rows into their patient's bucket --------
+        inputs = {"notes": spools("in-notes", _NOTE_KEYS)}
+        inputs |= {name: spools(f"in-{name}", _with_pos(s)) for name, s in _ROW_TABLES.items()}
+        failures = list(plan["failures"])
+        for i, (d, drop) in enumerate(zip(shards, drops)):
+            cols = STAGED.names if with_text else ["note_id", "patient_id", "content_hash"]
+            notes = _keep(pq.read_table(d / "notes.parquet", columns=cols), drop)
+            write_manifest_part(outputs["manifest"], notes, d.name, store.version)
+            if with_text:
+                outputs["notes"].write(notes)
+            for b, part in _split(notes, _bucket_of(_column_values(notes, "patient_id"), n_buckets), n_buckets):
+                inputs["notes"][b].append(part)
+            for name in _ROW_TABLES:
+                table = pq.read_table(d / f"{name}.parquet")
+                table = table.append_column(_POS, pa.array((i << 32) + np.arange(table.num_rows, dtype=np.int64)))
+                table = _keep(table, drop)
+                for b, part in _split(table, _bucket_of(_column_values(table, "patient_id"), n_buckets), n_buckets):
+                    inputs[name][b].append(part)
+            fail = _keep(pq.read_table(d / "failures.parquet"), drop)
+            if fail.num_rows:
+                failures.extend(failure_records(_to_frame(fail, schema.FAILURES)))
+            del notes, table, fail
+        failures.extend(problems)
+        labs_pos = _with_pos(schema.LABS)
+        inputs["structured"] = spools("in-structured", labs_pos)
+        if extra_labs is not None and len(extra_labs):
+            table = schema.to_arrow(extra_labs, schema.LABS)
+            table = table.append_column(_POS, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+            for b, part in _split(table, _bucket_of(extra_labs["patient_id"].astype(object).to_numpy(), n_buckets), n_buckets):
+                inputs["structured"][b].append(part)
+            del table
+        for spool in inputs.values():
+            for s in spool:
+                s.close()
+
+        phases = {"partition": time.perf_counter()}
+        # -- 3. each bucket on its own (in the pool's worker processes when one is given) --------------
+        results = {"mentions": spools("out-mentions", _with_pos(schema.MENTIONS)),
+                   "conditions": spools("out-conditions", _with_pos(schema.CONDITIONS)),
+                   "labs": spools("out-labs", labs_pos), "derived": spools("out-derived", schema.LABS.remove_metadata()),
+                   "structured": spools("out-structured", labs_pos), "cases": spools("out-cases", _CASES_REVIEW)}
+        jobs = [({k: v[b] for k, v in inputs.items()}, {k: v[b] for k, v in results.items()}) for b in range(n_buckets)]
+        if pool is not None and n_buckets > 1:
+            done = list(pool.map(classify_bucket, *zip(*jobs), [model] * n_buckets))
+        else:
+            done = [classify_bucket(ins, outs, classifier) for ins, outs in jobs]
+        counts: dict = {}
+        labels: dict[str, int] = {}
+        for bucket_counts in filter(None, done):
+            for key, value in bucket_counts.items():
+                if key == "cases_by_label":
+                    for label, n in value.items():
+                        labels[label] = labels.get(label, 0) + n
+                else:
+                    counts[key] = counts.get(key, 0) + value
+
+        phases["classify"] = time.perf_counter()
+        # -- 4. merged back into whole-run order, streamed into the result files ----------------------
+        for name in ("mentions", "labs", "conditions", "cases"):
+            outputs[name] = _ParquetOutput(out_dir / OUTPUT_FILES[name], schema.TABLES[name])
+        outputs["review"] = _ReviewOutput(out_dir / "review.csv")
+        for name in ("mentions", "conditions"):
+            for chunk in merge_sorted([s.batches() for s in results[name]], _POS):
+                outputs[name].write(chunk)
+        for part, key in (("labs", _POS), ("derived", "note_id"), ("structured", _POS)):
+            for chunk in merge_sorted([s.batches() for s in results[part]], key):
+                outputs["labs"].write(chunk)
+        for chunk in merge_sorted([s.batches() for s in results["cases"]], "patient_id"):
+            outputs["cases"].write(chunk)
+            outputs["review"].write(chunk, _REVIEW_COLS)
+        for spool in results.values():
+            for s in spool:
+                s.discard()
+        failures = failure_records(schema.conform(pd.DataFrame(failures, columns=schema.FAILURES.names), schema.FAILURES))
+        counts = {
+            "notes": n_notes, "patients": counts.get("patients", 0), "notes_processed": n_notes,
+            "notes_with_calcification": counts.get("notes_with_calcification", 0),
+            "mentions": outputs["mentions"].rows, "labs": outputs["labs"].rows, "conditions": outputs["conditions"].rows,
+            "cases_by_label": dict(sorted(labels.items())), "notes_failed": len(failures),
+        }
+        paths = {}
+        for name in ("mentions", "labs", "conditions", "cases", "notes", "review", "manifest"):
+            if name in outputs:
+                outputs.pop(name).commit()
+                if name != "manifest":
+                    paths[name] = str(out_dir / ("review.csv" if name == "review" else OUTPUT_FILES.get(name, f"{name}.parquet")))
+    finally:
+        for o in outputs.values():
+            o.abort()
+        shutil.rmtree(work, ignore_errors=True)
+    phases["write"] = time.perf_counter()
     t.mark("aggregate")
-    with_text = None
-    if report and 0 < len(notes) <= REPORT_TEXT_LIMIT:
-        with_text = pd.concat([pd.read_parquet(d / "notes.parquet", columns=["note_id", "text"]) for d in store.committed()])
-        with_text = with_text.drop_duplicates("note_id", keep="last")
-        with_text = notes.merge(with_text, on="note_id", how="left")
-    manifest = write_results(
-        tables, Path(out),
+    manifest = write_run_info(
+        out_dir,
         {"inputs": plan["read"], "model": classifier.model.version if hasattr(classifier, "model") else str(model),
          "nlp_version": version, "incremental": plan["counts"], "timings": timings | t.marks,
-         "manifest": str(Path(out) / "manifest.parquet")},
-        notes=with_text, report=report,
+         "manifest": str(out_dir / "manifest.parquet")},
+        counts, paths, failures, report,
     )
-    write_manifest(store, Path(out) / "manifest.parquet")
     store.remove_stale()
-    return {"counts": manifest["counts"], "outputs": manifest["outputs"], "incremental": plan["counts"]}
+    phases = {k: round(v - start, 3) for k, v, start in zip(phases, phases.values(), [t.t0, *phases.values()])}
+    return {"counts": manifest["counts"], "outputs": manifest["outputs"], "incremental": plan["counts"],
+            "buckets": n_buckets, "phases": phases}

@@ -86,16 +86,27 @@ def process(notes: pd.DataFrame, nlp: Language | None = None, model: str | None 
     return assemble(valid, rows, load_classifier(model) if model else None)
 
 
-def classify_run(notes: pd.DataFrame, rows: RowSet, model: str | None = None, labs: str | None = None):
-    """A run's rows -> tables: structured labs merged (unusable rows recorded as failures), the
-    case model loaded (evidence JSON or trained .skops), tables assembled. Returns (tables, classifier)."""
+def classify_inputs(model: str | None = None, labs: str | None = None):
+    """What classifying a run needs besides its rows: the case model (evidence JSON or trained
+    .skops), and the structured labs with a failure record per unusable row (none without
+    ``labs``). Returns (classifier, extra_labs or None, problems)."""
     from pipeline.train import load_classifier
 
-    extra_labs = None
+    extra_labs, problems = None, []
     if labs:
         from pipeline.structured import load_structured_labs
 
         extra_labs, problems = load_structured_labs(labs)
+    return load_classifier(model), extra_labs, problems
+
+
+def classify_run(notes: pd.DataFrame, rows: RowSet, model: str | None = None, labs: str | None = None):
+    """A run's rows -> tables: structured labs merged (unusable rows recorded as failures), the
+    case model loaded (evidence JSON or trained .skops), tables assembled. Returns (tables, classifier).
+
+    The archive aggregation uses the same parts (``classify_inputs`` then ``assemble``) one bucket
+    of patients at a time: everything ``assemble`` computes is per patient or per note."""
+    classifier, extra_labs, problems = classify_inputs(model, labs)
+    if problems:
         rows.failures = list(rows.failures) + problems
-    classifier = load_classifier(model)
     return assemble(notes, rows, classifier, extra_labs), classifier

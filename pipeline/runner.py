@@ -23,17 +23,23 @@ OUTPUT_FILES = {
 
 
 def versions() -> dict:
-    import prefect
-    import scispacy
-    import spacy
+    """Versions of what made the run, from the installed distributions' metadata (importing
+    Prefect only to read its version would cost a run that does not use it seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "calcmine": __version__,
         "python": platform.python_version(),
-        "spacy": spacy.__version__,
-        "scispacy": scispacy.__version__,
+        "spacy": installed("spacy"),
+        "scispacy": installed("scispacy"),
         "pandas": pd.__version__,
-        "prefect": prefect.__version__,
+        "prefect": installed("prefect"),
     }
 
 
@@ -54,13 +60,24 @@ def write_results(tables: Tables, out: Path, run_info: dict, notes: pd.DataFrame
         paths["notes"] = str(out / "notes.parquet")
     write_private(out / "review.csv", review_csv_bytes(review_frame(tables.cases, tables.mentions, tables.labs)))
     paths["review"] = str(out / "review.csv")
+    return write_run_info(out, run_info, tables.counts, paths, failure_records(tables.failures), report)
+
+
+def failure_records(failures: pd.DataFrame) -> list[dict]:
+    """The failures table as run.json lists it (missing values as null)."""
+    return failures.astype(object).where(failures.notna(), None).to_dict("records")
+
+
+def write_run_info(out: Path, run_info: dict, counts: dict, paths: dict, failures: list[dict], report: bool = True) -> dict:
+    """run.json (and the HTML report when ``report``) for tables already written into ``out``;
+    returns the run manifest. ``paths`` is extended with run.json and the report."""
     manifest = {
         "calcmine": __version__,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **run_info,
-        "counts": tables.counts,
+        "counts": counts,
         "outputs": paths,
-        "failures": tables.failures.astype(object).where(tables.failures.notna(), None).to_dict("records"),
+        "failures": failures,
         "versions": versions(),
     }
     write_json(manifest, out / "run.json")

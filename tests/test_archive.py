@@ -4,12 +4,14 @@ local worker processes and on a local Dask cluster."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -87,10 +89,15 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, baseline, root):
     _, plan = run_local([root / "examples" / "archive"], out, stop_after=4)
     # what a kill leaves: committed shards, staged shards, a half-written shard folder
     (out / ".calcmine" / "shards" / ".000099-half.tmp").mkdir()
+    # and what a kill during an aggregation leaves: its spool files, a half-written result file
+    (out / ".calcmine" / "aggregate").mkdir(parents=True)
+    (out / ".calcmine" / "aggregate" / "in-mentions-0001.arrow").write_bytes(b"partial")
+    (out / ".mentions.parquet.x1y2.tmp").write_bytes(b"partial")
     assert len(archive.ShardStore(out).committed()) == 4
     result, plan = run_local([root / "examples" / "archive"], out)
     assert plan.counts["unchanged"] == 40 and plan.counts["new"] == 48
     assert_same(baseline[1], tables(out))
+    assert not (out / ".calcmine" / "aggregate").exists() and not list(out.glob(".*.tmp"))
 
 
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, baseline, root):
@@ -178,3 +185,69 @@ def test_schedule_builds_a_cron_deployment(root):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "cron '30 1 * * *'" in result.stdout
+
+
+BUCKET_NOTES = [  # (note_id, patient_id, date, text); with shard size 3, P001 and P002 span shards
+    ("B01", "P001", "2023-01-05", "CT CHEST: Calcified granuloma in the right upper lobe. No effusion."),
+    ("B02", "P002", "2023-02-11", "ECHO: Mitral annular calcification. Normal LV function."),
+    ("B03", "P003", "2023-03-02", "US KIDNEYS: Bilateral medullary nephrocalcinosis. History of primary hyperparathyroidism. "
+                                  "PTH 210 pg/mL, calcium 11.4 mg/dL."),
+    ("B04", "P004", "2023-03-09", "CXR: No calcified nodules. Lungs are clear."),
+    ("B05", "P005", "2023-04-20", "CT: Atherosclerotic calcifications of the thoracic aorta. Calcium 9.4 mg/dL, albumin 4.1 g/dL."),
+    ("B06", "P006", "2023-05-14", "Vascular calcification of the thighs, concerning for calciphylaxis. ESRD on hemodialysis. "
+                                  "Phosphorus 7.9 mg/dL, Ca 10.9 mg/dL."),
+    ("B07", "P002", "2023-06-01", "Labs: creatinine 1.1 mg/dL, calcium 9.2 mg/dL, albumin 3.1 g/dL. Coronary artery calcium score 412."),
+    ("B08", "P001", "2023-07-19", "NEPHROLOGY: ESRD on hemodialysis. Calcium 11.8 mg/dL, albumin 2.9 g/dL, phosphorus 6.8 mg/dL."),
+    ("B09", "P005", "2023-08-30", "Cannot exclude calcification of the aortic valve. Creatinine 0.9 mg/dL."),
+    ("B10", "P007", "2023-09-02", "Calcified right hilar lymph nodes, consistent with prior granulomatous disease."),
+]
+
+
+def test_bucketed_aggregation_equals_one_bucket(tmp_path):
+    """Patients split into buckets (here 5) give the same tables, in the same order, as one bucket,
+    after an incremental run that changed a note and moved another to a new patient."""
+    def write(rows):
+        pd.DataFrame(rows, columns=["note_id", "patient_id", "note_date", "text"]).to_json(src, orient="records", lines=True)
+
+    src = tmp_path / "notes.jsonl"
+    write(BUCKET_NOTES)
+    out = tmp_path / "out"
+    run_local([src], out, shard_size=3)
+    rows = [list(r) for r in BUCKET_NOTES]
+    rows[0][3] = "CT CHEST: Calcified granuloma in the right upper lobe. Dense aortic calcification. Calcium 12.6 mg/dL."
+    rows[6][1] = "P008"  # the note now belongs to another patient: its old rows must drop out of P002
+    write(rows)
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,analyte,value,unit,taken_at\nP004,Calcium,2.9,mmol/L,2023-03-10\n"
+                    "P009,PO4,5.1,mg/dL,2023-01-01\nP002,Calcium,abc,mg/dL,2023-02-01\nP007,albumin,3.0,g/dL,2023-09-02\n")
+    store = archive.ShardStore(out)
+    plan = store.plan(archive.discover([str(src)]), COLUMNS, 3)
+    assert (plan.counts["changed"], plan.counts["unchanged"]) == (2, 8)
+    for staged in plan.staged:
+        archive.process_shard(staged, str(out), store.version)
+    info = {"staged": plan.staged, "counts": plan.counts, "failures": plan.failures, "read": plan.read}
+    patients = [r[1] for r in rows] + ["P009"]
+    assert len(set(archive._bucket_of(patients, 5).tolist())) >= 3  # the patients really are spread
+
+    def aggregate(buckets, pool=None):
+        archive.aggregate_run(str(out), store.version, info, None, str(labs), False, {}, buckets=buckets, pool=pool)
+        names = ("mentions", "labs", "conditions", "cases", "manifest")
+        run = json.loads((out / "run.json").read_text())
+        return ({n: pd.read_parquet(out / f"{n}.parquet") for n in names}, (out / "review.csv").read_bytes(),
+                run["counts"], run["failures"])
+
+    one, many = aggregate(1), aggregate(5)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_workers = aggregate(5, pool)  # buckets classified in worker processes, as the flow does
+    for other in (many, in_workers):
+        for name in one[0]:
+            pd.testing.assert_frame_equal(one[0][name], other[0][name], obj=name)  # content and row order
+        assert one[1:] == other[1:]
+    frames = many[0]
+    assert not frames["mentions"].duplicated(["note_id", "start"]).any()
+    assert "P008" in set(frames["cases"]["patient_id"]) and frames["cases"]["patient_id"].is_monotonic_increasing
+    b07 = frames["labs"][frames["labs"]["note_id"] == "B07"]
+    assert set(b07["patient_id"]) == {"P008"}  # the moved note's rows, once, under its new patient
+    assert set(frames["labs"]["source"]) == {"text", "derived", "structured"}
+    assert any("not a number" in f["error"] for f in many[3])
+    assert len(frames["manifest"]) == 10 and not list((out / ".calcmine").glob("aggregate*/*"))
