@@ -40,25 +40,40 @@ PIPELINE_VERSION = "0.1.0"
 # ----------------------------------------------------------------------------------------------
 # sentences
 
+# A period after a list number ("1. Calcified ...") or an abbreviation ("vs. calcified") does not end
+# a sentence: fixed-width look-behinds (one per width) decide that inside the scan, without Python.
+_ABBREVIATIONS = ("vs", "dr", "mr", "mrs", "ms", "st", "e.g", "i.e", "approx", "no", "fig", "pt")
+
+
+def _not_after(words: Iterable[str]) -> str:
+    """Look-behinds (one per width) that fail when the period just matched ends one of ``words``."""
+    by_width: dict[int, list[str]] = {}
+    for w in words:
+        by_width.setdefault(len(w), []).append(re.escape(w))
+    parts = []
+    for width, group in sorted(by_width.items()):
+        alt = "|".join(group)
+        parts.append(rf"(?<!(?i:[\s(](?:{alt})\.))(?<!(?i:^(?:{alt})\.))")
+    return "".join(parts)
+
+
 _SENT_BREAK = re.compile(
-    r"""
+    rf"""
     [\n.!?]                                   # one cheap character test per position, then:
     (?:
       (?<=\n)(?:
           (?P<para>[ \t]*\n\s*)                # blank line
         | (?P<line>[ \t]*)(?=\S)                # new line (judged below)
       )
-    | (?<=[.!?])(?P<stop>[ \t]+)(?=[^\sa-z,;)]) # end of sentence, next starts a new one
+    | (?<=[.!?])                              # end of sentence, unless a list number or an
+      (?<!\s\d\.)(?<!\s\d\d\.)(?<!^\d\.)(?<!^\d\d\.){_not_after(_ABBREVIATIONS)}   # abbreviation
+      (?P<stop>[ \t]+)(?=[^\sa-z,;)])          # ends with the period; the next starts a new one
     )
     """,
     re.VERBOSE,
 )
 _LIST_ITEM = re.compile(r"(?:\d{1,2}[.)]|[-*\u2022])\s")
 _STATEMENT_END = frozenset(".:;!?")
-# "1. Calcified ..." (list number) or "vs. calcified" (abbreviation): the period does not end a sentence
-_NOT_A_STOP = re.compile(
-    r"(?:(?:^|\s)\d{1,2}|(?:^|[\s(])(?:vs|dr|mr|mrs|ms|st|e\.g|i\.e|approx|no|fig|pt))\.$", re.IGNORECASE
-)
 
 
 def sentence_starts(text: str) -> list[int]:
@@ -69,10 +84,7 @@ def sentence_starts(text: str) -> list[int]:
         nxt = m.end()
         if nxt >= n:
             continue
-        if m.group("stop") is not None:
-            if _NOT_A_STOP.search(text, max(0, m.start() - 7), m.start() + 1):
-                continue  # "1. Calcified ..." / "vs. calcified"
-        elif m.group("line") is not None:
+        if m.lastgroup == "line":
             line_start = text.rfind("\n", 0, m.start()) + 1
             prev_line = text[line_start : m.start()].rstrip()
             if not prev_line:
