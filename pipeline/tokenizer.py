@@ -2,10 +2,16 @@
 
 spaCy's ``Doc.text`` rebuilds the text by joining every token on each call, which costs about as
 much as tokenizing; the components read ``doc._.calc_text`` (set here, once) instead.
+
+A single line break inside running text (a hard-wrapped report line: "small calcified\\ngranuloma")
+is handed to the tokenizer as the space it stands for, so multi-word phrases match across it. The
+replacement keeps the length, so every token offset is an offset into the note; ``doc.text`` shows
+those breaks as spaces, ``doc._.calc_text`` is the exact note.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable, Iterator
 
 import spacy
@@ -15,6 +21,9 @@ from spacy.tokens import Doc
 from pipeline.extensions import put  # (declares calc_text)
 
 
+_WRAP = re.compile(r"(?<=[^\s])\n(?=[^\s])")
+
+
 class TextKeepingTokenizer:
     """Wraps a spaCy tokenizer; serialises as the wrapped tokenizer."""
 
@@ -22,7 +31,10 @@ class TextKeepingTokenizer:
         self.inner = inner
 
     def __call__(self, text: str) -> Doc:
-        doc = self.inner(text)
+        # a single line break inside running text ("small calcified\ngranuloma", a wrapped report
+        # line) is tokenized as the space it stands for, so phrases match across it; same length,
+        # so every offset holds; the exact text stays in doc._.calc_text
+        doc = self.inner(_WRAP.sub(" ", text) if "\n" in text else text)
         put(doc, "calc_text", text)
         return doc
 

@@ -294,3 +294,15 @@ def found_sites(nlp, text):
 )
 def test_site_linking_on_real_report_language(nlp, text, expected):
     assert found_sites(nlp, text) == expected
+
+
+def test_phrases_match_across_a_wrapped_line(nlp):
+    text = ("FINDINGS: There is a 5 mm calcified\ngranuloma in the right upper\nlobe. No evidence\n"
+            "of nephrocalcinosis.\n\nPatient has end stage\nrenal disease on hemodialysis.")
+    doc = nlp(text)
+    granuloma, nephro = doc._.calc_mentions
+    assert (granuloma.concept, granuloma.sites, granuloma.laterality) == ("calcified_granuloma", ("lung",), "right")
+    assert granuloma.text == "calcified\ngranuloma"  # offsets and text are the note's own
+    assert nephro.assertion == "negated"
+    assert [c.condition for c in doc._.calc_conditions] == ["esrd", "dialysis"]
+    assert doc._.calc_text == text and len(doc.text) == len(text)
