@@ -506,6 +506,10 @@ _SCORE_PHRASES = frozenset(
 )
 _SCORE_ABBREVIATIONS = frozenset({"cac"})  # "CAC 0" is a score of 0; "CAC" alone is still a mention
 _SCORE_VALUE = re.compile(r"^[^.\n\d]{0,25}?(\d+(?:\.\d+)?)")
+# "repeat CAC in 5 yrs", "calcium score in 3-5 years": the test to come, not a finding
+_SCORE_WHEN = re.compile(
+    r"^[ \t]*(?:in|within|after|every)[ \t]+\d+(?:[ \t]*(?:-|to)[ \t]*\d+)?[ \t]*(?:yrs?|years?|months?|mos?|weeks?|wks?)\b",
+    re.IGNORECASE)
 MAX_SITE_COST = 14
 FIXED_SIDE_COST = 9  # a phrase that names its site takes laterality from a place this near
 WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed over for a named place nearby
@@ -675,7 +679,10 @@ class MentionFinder:
         triggers = assertion.triggers
         phrase = " ".join(view.texts[m.start : m.end])
         if phrase in _SCORE_PHRASES or phrase in _SCORE_ABBREVIATIONS:
-            score = _SCORE_VALUE.match(view.text[end_char : end_char + 40])
+            after = view.text[end_char : end_char + 40]
+            if _SCORE_WHEN.match(after):
+                return None
+            score = _SCORE_VALUE.match(after)
             if score is None and phrase in _SCORE_PHRASES:
                 return None  # an exam title or "calcium score was obtained": no score, no mention
             if score is not None and float(score.group(1)) == 0:

@@ -306,3 +306,9 @@ def test_phrases_match_across_a_wrapped_line(nlp):
     assert nephro.assertion == "negated"
     assert [c.condition for c in doc._.calc_conditions] == ["esrd", "dialysis"]
     assert doc._.calc_text == text and len(doc.text) == len(text)
+
+
+@pytest.mark.parametrize("text", ["A/P: Zero coronary calcium. Repeat CAC in 5 yrs.",
+                                  "Consider a coronary calcium score in 3-5 years."])
+def test_a_calcium_score_still_to_come_is_not_a_finding(nlp, text):
+    assert [m.assertion for m in nlp(text)._.calc_mentions] in ([], ["negated"])
