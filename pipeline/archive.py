@@ -61,9 +61,18 @@ WORKER_TASKS = 50
 
 # ---- versions and hashes ---------------------------------------------------------------------
 
+# the modules whose code decides a note's rows: an edit to any of them is a new NLP version
+NLP_MODULES = ("nlp", "context", "labs", "tokenizer", "textutil", "model", "extensions", "resources", "tables", "vocab")
+
+
 def ruleset_hash() -> str:
-    """SHA-256 over every rule file shipped in ``pipeline/data`` (names and contents)."""
+    """SHA-256 over every rule file shipped in ``pipeline/data`` and the source of the modules that
+    turn a note into rows (names and contents): changing either reprocesses the archive."""
     digest = hashlib.sha256()
+    code = importlib_resources.files("pipeline")
+    for module in NLP_MODULES:
+        digest.update(module.encode())
+        digest.update(code.joinpath(f"{module}.py").read_bytes())
     root = importlib_resources.files("pipeline.data")
 
     def walk(node, prefix=""):

@@ -84,6 +84,18 @@ def test_changed_and_new_notes_only_are_processed(tmp_path, root):
     assert "P999" in set(pd.read_parquet(out / "cases.parquet")["patient_id"])
 
 
+def test_a_new_nlp_version_reprocesses_every_note_once(tmp_path, baseline, root, monkeypatch):
+    out = tmp_path / "out"
+    run_local([root / "examples" / "archive"], out)
+    old = archive.nlp_version()
+    monkeypatch.setattr(archive, "NLP_MODULES", archive.NLP_MODULES + ("cases",))  # as if the code changed
+    assert archive.nlp_version() != old
+    _, plan = run_local([root / "examples" / "archive"], out)
+    assert plan.counts["changed"] + plan.counts["new"] == 88 and len(plan.staged) == 9
+    assert_same(baseline[1], tables(out))  # same code in fact: same rows, none twice
+    assert set(pd.read_parquet(out / "manifest.parquet")["version"]) == {archive.nlp_version()}
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, baseline, root):
     out = tmp_path / "out"
     _, plan = run_local([root / "examples" / "archive"], out, stop_after=4)
