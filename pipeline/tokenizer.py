@@ -21,7 +21,7 @@ from spacy.tokens import Doc
 from pipeline.extensions import put  # (declares calc_text)
 
 
-_WRAP = re.compile(r"(?<=[^\s])\n(?=[^\s])")
+_WRAP = re.compile(r"\n(?<=[^\s]\n)(?=[^\s])")  # the newline first: a fast literal scan
 
 
 class TextKeepingTokenizer:
