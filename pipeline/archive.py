@@ -440,6 +440,9 @@ def _with_pos(arrow_schema: pa.Schema) -> pa.Schema:
     return pa.schema(list(arrow_schema.remove_metadata()) + [pa.field(_POS, pa.int64())])
 
 
+SPOOL_BATCH_ROWS = 8192
+
+
 class _Spool:
     """Tables appended now, read back later in the same order: in memory when the whole run is one
     bucket, else an Arrow IPC stream file (no footer, so appending costs no memory)."""
@@ -462,7 +465,8 @@ class _Spool:
             if self.path.exists():
                 raise RuntimeError("a spool file cannot be appended to once closed")
             self.writer = pa.ipc.new_stream(pa.OSFile(str(self.path), "wb"), self.schema)
-        self.writer.write_table(table)
+        # small batches: merging k buckets' outputs then holds k batches, not k whole buckets
+        self.writer.write_table(table, max_chunksize=SPOOL_BATCH_ROWS)
 
     def close(self) -> None:
         if self.writer is not None:
