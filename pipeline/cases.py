@@ -131,7 +131,7 @@ def _records(rows) -> list[dict]:
 def _group_records(frame: pd.DataFrame, keep_index: bool = False) -> dict[str, list[dict]]:
     """Rows of ``frame`` as plain dicts grouped by patient (pandas is slow row by row)."""
     out: dict[str, list[dict]] = {}
-    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    records = schema.records(frame.astype(object).where(frame.notna(), None))
     for index, r in zip(frame.index, records):
         if keep_index:
             r["_index"] = index
@@ -559,5 +559,5 @@ def lab_summaries(labs: pd.DataFrame) -> dict[str, dict]:
     return {
         r["patient_id"]: {k: (int(v) if k.endswith(("_start", "_end")) else v) for k, v in r.items()
                           if k != "patient_id" and v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA}
-        for r in summary.astype(object).to_dict("records")
+        for r in schema.records(summary.astype(object))
     }

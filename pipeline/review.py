@@ -12,6 +12,8 @@ import json
 
 import pandas as pd
 
+from pipeline import schema
+
 REVIEW_COLUMNS = (
     "patient_id", "label", "confidence", "reasons", "key_labs", "evidence", "n_notes", "n_mentions",
     "reviewer_label", "reviewer_comment",
@@ -40,7 +42,7 @@ def _key_lab_picks(labs: pd.DataFrame) -> dict[str, list[dict]]:
     order = {a: i for i, a in enumerate(KEY_ANALYTES)}
     picks = picks.assign(_order=picks["analyte"].map(order)).sort_values(["patient_id", "_order"], kind="stable")
     out: dict[str, list[dict]] = {}
-    for r in picks.to_dict("records"):
+    for r in schema.records(picks):
         out.setdefault(r["patient_id"], []).append(r)
     return out
 
@@ -75,7 +77,7 @@ def _snippets(case_evidence: str, by_position: dict, limit: int = 3) -> str:
 def review_frame(cases: pd.DataFrame, mentions: pd.DataFrame, labs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     cols = ["note_id", "start", "sentence", "section", "note_date"]
-    records = mentions[cols].astype(object).where(mentions[cols].notna(), None).to_dict("records")
+    records = schema.records(mentions[cols].astype(object).where(mentions[cols].notna(), None))
     by_position = {(r["note_id"], int(r["start"])): r for r in records}
     key_labs = _key_lab_picks(labs)
     for case in cases.itertuples(index=False):

@@ -133,15 +133,17 @@ def derived_labs(frame: pd.DataFrame, units: labs_mod.UnitTable) -> pd.DataFrame
                      "start": pos["start"], "end": pos["end"], "text": text})
 
     vocab_units = {"calcium_corrected": "mg/dL", "calcium_phosphate_product": "mg2/dL2"}
-    has = lambda col: col in wide.columns  # noqa: E731
-    for note_id, row in wide.iterrows():
-        ca = row["calcium"] if has("calcium") else float("nan")
+    nan = float("nan")
+
+    def col(name: str) -> list[float]:  # plain lists: iterrows is slow
+        return wide[name].tolist() if name in wide.columns else [nan] * len(wide)
+
+    for note_id, ca, alb, p, cc, cxp in zip(wide.index.tolist(), col("calcium"), col("albumin"), col("phosphate"),
+                                            col("calcium_corrected"), col("calcium_phosphate_product")):
         if pd.isna(ca):
             continue
-        alb = row["albumin"] if has("albumin") else float("nan")
-        p = row["phosphate"] if has("phosphate") else float("nan")
-        if pd.notna(alb) and not (has("calcium_corrected") and pd.notna(row["calcium_corrected"])):
+        if pd.notna(alb) and pd.isna(cc):
             add(note_id, "calcium_corrected", labs_mod.corrected_calcium(ca, alb), f"corrected from calcium {ca:g} and albumin {alb:g}")
-        if pd.notna(p) and not (has("calcium_phosphate_product") and pd.notna(row["calcium_phosphate_product"])):
+        if pd.notna(p) and pd.isna(cxp):
             add(note_id, "calcium_phosphate_product", labs_mod.calcium_phosphate_product(ca, p), f"calcium {ca:g} x phosphate {p:g}")
     return pd.DataFrame(rows)
