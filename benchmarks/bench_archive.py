@@ -392,8 +392,9 @@ def print_table(report: dict) -> None:
     print(f"target end-to-end / NLP-only >= 0.70 at 1 worker: {t['ratio_1_worker']:.3f} -> "
           f"{'PASS' if t['ratio_1_worker_ok'] else 'FAIL'}  (plan + shards only: {t['ratio_1_worker_excl_aggregate']:.3f})")
     if t.get("memory_ratio") is not None:
-        print(f"target roughly flat memory (1 worker, excl. aggregation): x{t['memory_ratio']:.2f} -> "
-              f"{'PASS' if t['memory_flat_ok'] else 'FAIL'} (threshold x{t['flat_threshold']:.2f})")
+        print(f"target flat peak memory (1 worker, whole run): x{t['memory_ratio']:.2f} -> "
+              f"{'PASS' if t['memory_flat_ok'] else 'FAIL'} (threshold x{t['flat_threshold']:.2f}; "
+              f"plan + shards only: x{t['memory_ratio_excl_aggregate']:.2f})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,8 +525,9 @@ def write_report(args, arch, nlp, e2e, workers_list, load_start, t_total, comple
         "nlp_only": nlp, "end_to_end": e2e, "memory_flatness": flat,
         "targets": {
             "ratio_1_worker": ratio1, "ratio_1_worker_ok": ratio1 >= 0.70, "ratio_1_worker_excl_aggregate": ratio1_ex,
-            "memory_ratio": flat["plan_and_shards_ratio"] if flat else None,
-            "memory_flat_ok": (flat["plan_and_shards_ratio"] or 99) <= flat_threshold if flat else None,
+            "memory_ratio": flat["overall_ratio"] if flat else None,
+            "memory_flat_ok": (flat["overall_ratio"] or 99) <= flat_threshold if flat else None,
+            "memory_ratio_excl_aggregate": flat["plan_and_shards_ratio"] if flat else None,
             "flat_threshold": flat_threshold,
         },
     }
