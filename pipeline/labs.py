@@ -46,6 +46,7 @@ _NUM_RE = re.compile(_NUM)
 _UNITS = (
     r"mg/dl|mg/l|mmol/l|umol/l|µmol/l|μmol/l|micromol/l|pg/ml|pmol/l|ng/ml|ng/l|nmol/l|g/dl|g/l|"
     r"iu/l|u/l|units/l|ml/min/1\.73\s?m2|ml/min/1\.73\s?m\^2|ml/min/1\.73m²|ml/min/1\.73|ml/min|meq/l|mg2/dl2|mg\^2/dl\^2"
+    r"|(?=[a-z]+[ \t]+per[ \t])(?:milligrams?|mg|picograms?|pg|nanograms?|ng|grams?|millimoles?|mmol)[ \t]+per[ \t]+(?:deciliter|decilitre|dl|milliliter|millilitre|ml|liter|litre|l)"
 )
 _UNIT_RE = re.compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE)
 _DOSE_RE = re.compile(
@@ -60,7 +61,7 @@ _FLAG_RE = re.compile(
     re.IGNORECASE,
 )
 _RANGE_RE = re.compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|normal[ \t:]*)?{_NUM}[ \t]*(?:-|–|to)[ \t]*{_NUM}[ \t]*[\])]?", re.IGNORECASE)
-_ARROW_RE = re.compile(rf"[ \t]*(?:->|-->|→|=>|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
+_ARROW_RE = re.compile(rf"[ \t]*(?:->|-->|→|=>|<--|<-|←|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
 _PAREN_RE = re.compile(
     rf"[ \t]*\((?P<word>baseline|prior|previous|prev|was|from|admission|peak|nadir|corrected|corr|adjusted"
     rf"|pre-?op|post-?op|osh|outside|previously|last[ \t]+(?:week|month|year|visit|time|check|draw)|last|up from|down from"
@@ -82,7 +83,7 @@ _CONNECTOR_WORDS = frozenset(
     "has have had been run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied "
     "nadir nadired suppressed appropriately inappropriately fell climbed went trend baseline around about approximately "
     "approx improving worsening rising falling downtrending uptrending inorganic calculated fasting venous arterial "
-    "random whole monitoring".split()
+    "random whole monitoring bumped jumped spiked dipped drifted crept risen fallen declined dropping rising falling".split()
 )
 # a date or a clock time between the name and the value: "Calcium (03/12/2024): 10.4", "Ca on 3/12 was 10.9",
 # "Ca at 0600: 9.8" -- only when a value follows it
@@ -171,13 +172,14 @@ _TIME_SKIP = re.compile(
 _TREND_NEXT = re.compile(
     r"(?:[.;][ \t]+(?=(?:repeat|recheck)(?:ed)?\b)|[ \t]*[,;]?[ \t]*)(?:(?:and|but)[ \t]+)?"
     r"(?P<after>(?:after|following|with)[ \t]+[a-z][a-z \t-]{0,30}?[ \t]+(?=it[ \t]))?"  # "after repletion it is 3.2"
-    r"(?:(?P<cop>which|that|it)[ \t]+(?:is|was|has[ \t]+been|had[ \t]+been|came[ \t]+back(?:[ \t]+at)?)[ \t]+)?"
-    r"(?:(?:subsequently|then|later|further|since)[ \t]+)?"
+    r"(?:(?P<cop>which|that|it)[ \t]+(?:is|was|has[ \t]+been|had[ \t]+been|has|had|came[ \t]+back(?:[ \t]+at)?)[ \t]+)?"
+    r"(?:(?:subsequently|then|later|further|since|before|eventually)[ \t]+)?"
     r"(?:(?P<verb>improved|improving|decreased|increased|fell|dropped|declined|rose|climbed|trended|trending|came down|"
+    r"come down|gone down|gone up|fallen|risen|falling|rising|dropping|declining|decreasing|increasing|climbing|coming down|"
     r"went|down|up|peaked|nadired|normalized|recovered|rebounded|back"
     r"|(?P<cmpv>higher|lower|greater|less|similar|compared|unchanged|slightly higher|slightly lower))[ \t]+(?P<prep>to|at|from|than|with|vs\.?)"
     r"(?:[ \t]+(?:the|her|his|their|a|prior|previous|baseline|usual|last|value|level)){0,3}(?:[ \t]+of)?"
-    r"|(?P<bare>now|was|is|repeat|repeated|recheck|rechecked|then|baseline|prior|previously"
+    r"|(?P<bare>(?:is|was)[ \t]+now|now|was|is|repeat|repeated|recheck|rechecked|then|baseline|prior|previously"
     r"|from(?:[ \t]+(?:a[ \t]+)?(?:baseline|prior|previous|peak|admission))?)(?:[ \t]+of)?)?"
     rf"[ \t]*(?P<num>{_NUM})(?![\d/]|[.,]\d|[-(]?[a-z(])",
     re.IGNORECASE,
@@ -191,7 +193,10 @@ _SERIES_NEXT = re.compile(
 # "Calcium 9.9, 10.2, 10.5": bare values in a comma list (two or more, of the same size as the first)
 _COMMA_LIST = re.compile(
     rf"(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
-    r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b)))" + "{2,}",
+    r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b)))" + "{2,}"
+    # "10.9, 11.2 and 11.0"
+    + rf"|[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d)(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d))*,?[ \t]+and[ \t]+{_NUM}(?![\d/:(]|[.,]\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
+    r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b))",
     re.IGNORECASE,
 )
 # "with better binder adherence (was 6.6 in June)": a little prose, then a parenthesised earlier value
@@ -954,6 +959,12 @@ class UnitTable:
 def _unit_key(unit: str) -> str:
     key = unit.lower().replace(" ", "").replace("µ", "u").replace("μ", "u").replace("micro", "u")
     key = key.replace("^2", "2").replace("²", "2")
+    if "per" in key:  # dictated: "milligrams per deciliter"
+        for spoken, short in (("milligrams", "mg"), ("milligram", "mg"), ("picograms", "pg"), ("picogram", "pg"),
+                              ("nanograms", "ng"), ("nanogram", "ng"), ("millimoles", "mmol"), ("millimole", "mmol"),
+                              ("grams", "g"), ("gram", "g"), ("per", "/"), ("decilitre", "dl"), ("deciliter", "dl"),
+                              ("millilitre", "ml"), ("milliliter", "ml"), ("litre", "l"), ("liter", "l")):
+            key = key.replace(spoken, short)
     if key.startswith("ml/min/1.73"):
         return "ml/min/1.73m2"
     if key == "units/l":

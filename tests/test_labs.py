@@ -407,3 +407,30 @@ def test_series_across_asides_labels_and_comparisons(x, text, expected):
 )
 def test_series_traps(x, text, expected):
     assert sorted(analytes_values(x, text)) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("her calcium level is 10.3 milligrams per deciliter", [("calcium", 10.3, "milligrams per deciliter")]),
+        ("Cr bumped to 1.9 after contrast", [("creatinine", 1.9, None)]),
+        ("Cr: 1.5 <- 1.8 <- 2.3", [("creatinine", 1.5, None), ("creatinine", 1.8, None), ("creatinine", 2.3, None)]),
+        ("Ca has been 10.9, 11.2 and 11.0 on the last three checks",
+         [("calcium", 10.9, None), ("calcium", 11.2, None), ("calcium", 11.0, None)]),
+        ("calcium peaked at 14.1 on 3/4 before falling to 10.2 on 3/7", [("calcium", 14.1, None), ("calcium", 10.2, None)]),
+        ("phos was 7.9 last month and is now 6.1", [("phosphate", 7.9, None), ("phosphate", 6.1, None)]),
+        ("calcium 11.9 which has since come down to 10.6", [("calcium", 11.9, None), ("calcium", 10.6, None)]),
+        ("PTH-related protein 4.1 pmol/L", [("pthrp", 4.1, "pmol/L")]),
+        ("Calcium 9.9 (10.1 last month), phos 4.2 (5.0)",
+         [("calcium", 9.9, None), ("calcium", 10.1, None), ("phosphate", 4.2, None), ("phosphate", 5.0, None)]),
+        ("eGFR Non-Afr Amer 28, eGFR Afr Amer 33", [("egfr", 28, None), ("egfr", 33, None)]),
+        ("Ca 9.8, 10.1 and 2 tabs", [("calcium", 9.8, None)]),  # a count, not a third value
+    ],
+)
+def test_dictated_trends_and_spoken_units(x, text, expected):
+    assert values(x, text) == expected
+
+
+def test_spoken_unit_converts():
+    n = UnitTable().normalise("creatinine", 1.9, "milligrams per deciliter")
+    assert (n.value_std, n.unit_std) == (1.9, "mg/dL")
