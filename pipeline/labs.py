@@ -16,11 +16,16 @@ For each analyte name found, the text after it is read as::
   range ("Ca 10.8-11.1 over the past year", "has ranged 6.8-7.9", "baseline Cr 1.6-1.8");
 - after the value, narrative trends continue the series ("peaked at 13.2 on HD2 and improved to 9.8",
   "was 11.8 yesterday and 10.9 today", "up to 3.1 from baseline 1.2, now 2.4", "(was 6.6 in June)");
+  a series also runs through a time label (", today 9.3", "; 5 min post-excision 62"), a comparison
+  (", which is higher than the 11.8", ", compared with 1.30"), an earlier value in bare parentheses of the
+  same precision ("Cr 2.04 (1.61)"), a race-specific eGFR pair, and one short aside (", 2 L NS given, now
+  11.9", "(PTH 230), similar to 10.8") when a strong trend word or a timed value of the same order follows;
 - "Ca/Phos 9.8/6.2" and "BUN and creatinine of 45 and 3.2" pair names and values by position; BMP
   shorthand and fishbones give BUN and creatinine by position; a table whose header row names the
   analytes gives one value per cell;
 - text matching ``data/labs/vetoes.tsv`` (CA 19-9, calcium scores, ...) is skipped, and so are values
-  of relatives and donors, fluid compositions, goals and thresholds ("if Ca > 12 call").
+  of relatives and donors (also a relative as the subject of the sentence: "Mother with HPT, Ca 11.2"),
+  fluid compositions, goals and thresholds ("if Ca > 12 call", "given eGFR <45").
 
 Speed: the whole-text scans (names, slash groups, vetoes) run case-sensitively over the lower-cased
 text; slash groups are tried only where a name starts, vetoes only near names.
@@ -41,6 +46,7 @@ _NUM_RE = re.compile(_NUM)
 _UNITS = (
     r"mg/dl|mg/l|mmol/l|umol/l|µmol/l|μmol/l|micromol/l|pg/ml|pmol/l|ng/ml|ng/l|nmol/l|g/dl|g/l|"
     r"iu/l|u/l|units/l|ml/min/1\.73\s?m2|ml/min/1\.73\s?m\^2|ml/min/1\.73m²|ml/min/1\.73|ml/min|meq/l|mg2/dl2|mg\^2/dl\^2"
+    r"|(?=[a-z]+[ \t]+per[ \t])(?:milligrams?|mg|picograms?|pg|nanograms?|ng|grams?|millimoles?|mmol)[ \t]+per[ \t]+(?:deciliter|decilitre|dl|milliliter|millilitre|ml|liter|litre|l)"
 )
 _UNIT_RE = re.compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE)
 _DOSE_RE = re.compile(
@@ -55,16 +61,18 @@ _FLAG_RE = re.compile(
     re.IGNORECASE,
 )
 _RANGE_RE = re.compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|normal[ \t:]*)?{_NUM}[ \t]*(?:-|–|to)[ \t]*{_NUM}[ \t]*[\])]?", re.IGNORECASE)
-_ARROW_RE = re.compile(rf"[ \t]*(?:->|-->|→|=>|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
+_ARROW_RE = re.compile(rf"[ \t]*(?:->|-->|→|=>|<--|<-|←|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
 _PAREN_RE = re.compile(
     rf"[ \t]*\((?P<word>baseline|prior|previous|prev|was|from|admission|peak|nadir|corrected|corr|adjusted"
-    rf"|pre-?op|post-?op|osh|outside|previously|last|up from|down from|repeat|repeated|recheck)"
+    rf"|pre-?op|post-?op|osh|outside|previously|last[ \t]+(?:week|month|year|visit|time|check|draw)|last|up from|down from"
+    rf"|repeat|repeated|recheck|yesterday|(?:\d+|two|three|a few)[ \t]+(?:days|weeks|months)[ \t]+ago)"
     rf"[ \t:]*(?:of[ \t]*|was[ \t]*)?~?(?P<num>{_NUM})(?:[ \t]*(?:-|–|to)[ \t]*(?P<num2>{_NUM}))?[^)\n]{{0,20}}\)",
     re.IGNORECASE,
 )
 # "(0.8 at admission)", "(8.8 before last Xgeva)": an earlier value with its time after it
 _PAREN_WHEN_RE = re.compile(
-    rf"[ \t]*\((?P<num>{_NUM})[ \t]+(?:at|on|before|after|in|prior|pre|post)\b[^)\n\d]{{0,30}}\)", re.IGNORECASE
+    rf"[ \t]*\((?P<num>{_NUM})[ \t]+(?:at|on|before|after|in|prior|pre|post|last|yesterday|earlier|previously)\b(?:[^)\n\d]|\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?){{0,30}}\)",
+    re.IGNORECASE
 )
 _CONNECTOR_WORDS = frozenset(
     "of was is are were level levels at elevated high low up down to now today remains remained "
@@ -75,7 +83,7 @@ _CONNECTOR_WORDS = frozenset(
     "has have had been run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied "
     "nadir nadired suppressed appropriately inappropriately fell climbed went trend baseline around about approximately "
     "approx improving worsening rising falling downtrending uptrending inorganic calculated fasting venous arterial "
-    "random whole".split()
+    "random whole monitoring bumped jumped spiked dipped drifted crept risen fallen declined dropping rising falling".split()
 )
 # a date or a clock time between the name and the value: "Calcium (03/12/2024): 10.4", "Ca on 3/12 was 10.9",
 # "Ca at 0600: 9.8" -- only when a value follows it
@@ -125,32 +133,54 @@ _OWN_RANGE_TIME = re.compile(
     r"(?:past|last|prior|previous|recent|repeated|serial|several|multiple|his|her|years|months|\d{4})\b)",
     re.IGNORECASE,
 )
+# the patient's course named earlier in the sentence makes a bare range after the name their own range
+_COURSE_BEFORE = re.compile(
+    r"\b(?:since[ \t]+(?:\d{4}|last|her|his|then)|over[ \t]+the[ \t]+(?:past|last)|for[ \t]+the[ \t]+(?:past|last)"
+    r"|(?:several|serial|multiple|repeated|many)[ \t]+(?:bmps?|cmps?|labs?|checks?|measurements?|values?|draws?|panels?|tests?|occasions)"
+    r"|ha(?:s|ve)[ \t]+(?:run|ranged))\b",
+    re.IGNORECASE,
+)
 _BASELINE_BEFORE = re.compile(r"\bbaseline[ \t:]*(?:of[ \t]*)?\Z", re.IGNORECASE)
 # time phrases between the values of a narrative trend ("11.8 yesterday and 10.9 today")
 _WHEN = (
-    r"on admission|at admission|on admit|on arrival|at arrival|on transfer|at diagnosis|at presentation|on presentation"
+    r"(?:yesterday|last) (?:morning|afternoon|evening)|the (?:next|following) (?:morning|day|evening)|next (?:morning|day)"
+    r"|at (?:midnight|noon)|on (?:two|three|several|multiple|separate|repeated|\d+) occasions"
+    r"|on admission|at admission|on admit|on arrival|at arrival|on transfer|at diagnosis|at presentation|on presentation"
     r"|at discharge|on discharge|yesterday|today|tonight|this (?:morning|am|afternoon|evening)|overnight"
-    r"|last (?:night|week|month|year|visit)|(?:two|three|four|a few|\d+) (?:days|weeks|months|years) ago"
-    r"|pre-?op(?:eratively)?|post-?op(?:eratively)?|(?:in|on|at|by) (?:hd|pod|day|hospital day|d) ?#?\d+"
+    r"|last (?:night|week|month|year|visit)|(?:at |on )?(?:the )?(?:last|previous|prior) (?:hd|dialysis|visit|check|draw|clinic visit)|(?:two|three|four|a few|\d+) (?:days|weeks|months|years) ago"
+    r"|pre-?op(?:eratively)?|post-?op(?:eratively)?|(?:pre|post)-?(?:hd|dialysis)|(?:in|on|at|by) (?:hd|pod|day|hospital day|d) ?#?\d+"
     r"|(?:in |on )?\[\*\*[^*\n]{1,40}\*\*\]"
     r"|on \d{1,2}/\d{1,2}(?:/\d{2,4})?"
     rf"|in {_MONTHS}(?: \d{{4}})?|in \d{{4}}|at \d{{3,4}}h?\b|at \d{{1,2}}:\d{{2}}(?: ?[ap]m)?"
-    rf"|\({_MONTHS}(?: \d{{2,4}})?\)|\(\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?\)"
+    rf"|\({_MONTHS}(?: \d{{2,4}})?\)|\(\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?\)|\((?:\d{{1,2}}/)?\d{{4}}\)"
+)
+# time points of a labelled series (intra-operative PTH): "pre-incision 188; 5 min post-excision 62"
+_TIMEPOINT = (
+    r"(?:(?:\d{1,3}|five|ten|fifteen|twenty)[ \t]*-?[ \t]*min(?:ute)?s?[ \t]+)?"
+    r"(?:pre|post|intra)[ \t-]?(?:incision|excision|resection|removal|induction|op(?:erative(?:ly)?)?|hd|dialysis)\b"
+    r"|(?:at[ \t]+)?(?:\d{1,3}|five|ten|fifteen|twenty)[ \t]*-?[ \t]*min(?:ute)?s?\b"
+    r"(?:[ \t]+(?:post|after)(?:[ \t-]?(?:excision|resection|removal)\b)?)?"
 )
 _TIME_SKIP = re.compile(
-    rf"[ \t]*,?[ \t]*(?:{_WHEN}"
+    rf"[ \t]*(?P<sep>[,;](?:[ \t]*and\b)?|and\b)?[ \t]*(?:(?P<point>{_TIMEPOINT})|{_WHEN}"
     r"|(?:over|during|in|for) (?:the )?(?:past|last) (?:\d+ )?(?:years?|months?|weeks?|days?|yrs?|mos?)"
-    r"|improving|stable|rising|worsening|in (?:the )?(?:ed|er|clinic)|after [^,;.\n]{1,40}?(?=,))(?![a-z0-9])",
+    r"|improving|stable|rising|worsening|in (?:the )?(?:ed|er|clinic)|after [^,;.\n]{1,40}?(?=,)"
+    r"|(?:on|by|per) (?:the )?(?:i-?stat|poc|point[ -]of[ -]care|abg|vbg|blood gas|gas|bmp|cmp|chem(?:istry)?|repeat|venous|arterial)(?: (?:sample|draw|panel))?)(?![a-z0-9])",
     re.IGNORECASE,
 )
 # "and improved to 9.8", ", now 2.4", ", repeat 11.4", "from baseline 1.7"
 _TREND_NEXT = re.compile(
     r"(?:[.;][ \t]+(?=(?:repeat|recheck)(?:ed)?\b)|[ \t]*[,;]?[ \t]*)(?:(?:and|but)[ \t]+)?"
-    r"(?:(?:which|that)[ \t]+(?:is|was|has[ \t]+been|had[ \t]+been)[ \t]+)?(?:(?:subsequently|then|later|further|since)[ \t]+)?"
+    r"(?P<after>(?:after|following|with)[ \t]+[a-z][a-z \t-]{0,30}?[ \t]+(?=it[ \t]))?"  # "after repletion it is 3.2"
+    r"(?:(?P<cop>which|that|it)[ \t]+(?:is|was|has[ \t]+been|had[ \t]+been|has|had|came[ \t]+back(?:[ \t]+at)?)[ \t]+)?"
+    r"(?:(?:subsequently|then|later|further|since|before|eventually)[ \t]+)?"
     r"(?:(?P<verb>improved|improving|decreased|increased|fell|dropped|declined|rose|climbed|trended|trending|came down|"
-    r"went|down|up|peaked|nadired|normalized|recovered|rebounded)[ \t]+(?P<prep>to|at|from)"
-    r"|(?P<bare>now|was|is|repeat|repeated|recheck|rechecked|then|baseline|prior|previously"
-    r"|from(?:[ \t]+(?:a[ \t]+)?(?:baseline|prior|previous|peak|admission))?)(?:[ \t]+of)?)"
+    r"come down|gone down|gone up|fallen|risen|falling|rising|dropping|declining|decreasing|increasing|climbing|coming down|"
+    r"went|down|up|peaked|nadired|normalized|recovered|rebounded|back"
+    r"|(?P<cmpv>higher|lower|greater|less|similar|compared|unchanged|slightly higher|slightly lower))[ \t]+(?P<prep>to|at|from|than|with|vs\.?)"
+    r"(?:[ \t]+(?:the|her|his|their|a|prior|previous|baseline|usual|last|value|level)){0,3}(?:[ \t]+of)?"
+    r"|(?P<bare>(?:is|was)[ \t]+now|now|was|is|repeat|repeated|recheck|rechecked|then|baseline|prior|previously"
+    r"|from(?:[ \t]+(?:a[ \t]+)?(?:baseline|prior|previous|peak|admission))?)(?:[ \t]+of)?)?"
     rf"[ \t]*(?P<num>{_NUM})(?![\d/]|[.,]\d|[-(]?[a-z(])",
     re.IGNORECASE,
 )
@@ -163,12 +193,44 @@ _SERIES_NEXT = re.compile(
 # "Calcium 9.9, 10.2, 10.5": bare values in a comma list (two or more, of the same size as the first)
 _COMMA_LIST = re.compile(
     rf"(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
-    r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b)))" + "{2,}",
+    r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b)))" + "{2,}"
+    # "10.9, 11.2 and 11.0"
+    + rf"|[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d)(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d))*,?[ \t]+and[ \t]+{_NUM}(?![\d/:(]|[.,]\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
+    r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b))",
     re.IGNORECASE,
 )
 # "with better binder adherence (was 6.6 in June)": a little prose, then a parenthesised earlier value
 _PROSE_PAREN = re.compile(r"[ \t]+[a-z][a-z \t'-]{0,38}?(?=[ \t]*\((?:was|prior|previous|baseline|up from|down from|peak|nadir)\b)", re.IGNORECASE)
 _PIPE_START = re.compile(r"[ \t]*\|")
+_TIMEPOINT_WORDS = ("pre", "post", "intra", "five", "ten", "fifteen", "twenty", "non", "afr", "african", "black", "aa", "if")
+_RACE_LABEL = r"(?:if[ \t]+)?(?:non[ \t-]?)?(?:african[ \t-]*american|afr(?:ican)?\.?[ \t-]*am(?:er(?:ican)?)?\.?|black|aa)\b"
+# a time point or an eGFR race label between the name and the value ("eGFR Non-Afr Amer 28")
+_TIMEPOINT_CONNECTOR = re.compile(rf"[ \t]*(?:{_TIMEPOINT}|{_RACE_LABEL})[ \t]*[:=]?(?=[ \t]*(?:<=|>=|<|>)?[ \t]*\d)", re.IGNORECASE)
+# ", today 9.3", "; pre-excision 241": the value right after a time label (see _continue)
+# a volume, a count or a dose after a number: "today 1 L fluid given", "2 amps"
+_QUANTITY_AFTER = re.compile(
+    r"[ \t]*(?:(?:l|ml|liters?)[ \t]+(?:ns|lr|ivf|fluids?|bolus|of|nacl|saline|d5\w*|positive|negative|net|uf|removed|given|out|in)\b"
+    r"|(?:amps?|doses?|bags?|units?|tabs?|liters?|times|x)\b)",
+    re.IGNORECASE,
+)
+_LABEL_VALUE = re.compile(rf"[ \t]*[:=]?[ \t]*(?:(?:was|is|of)[ \t]+)?(?P<num>{_NUM})(?![\d/]|[.,]\d)", re.IGNORECASE)
+# "eGFR 31 (non-African American) / 36 (African American)": the second value of a race-specific pair
+_RACE = (r"\((?:if[ \t]+|for[ \t]+)?(?:non[ \t-]?)?(?:african[ \t-]*american|afr(?:ican)?\.?[ \t-]*am(?:er(?:ican)?)?\.?|black|aa)\b"
+         r"[^)\n]{0,20}\)")
+# "Cr 2.04 (1.61)": the earlier value in parentheses (same precision, same order of size)
+_PAREN_MORE = re.compile(
+    rf"[ \t]*(?:{_RACE}[ \t]*(?:/|or|,|;)?[ \t]*(?:egfr[ \t]*)?(?P<race>{_NUM})(?:[ \t]*(?:{_UNITS}))?[ \t]*{_RACE}"
+    r"|\((?P<bare>\d+(?:\.\d+)?)\))",
+    re.IGNORECASE,
+)
+# an aside between two values of a series: ", 2 L NS given," or "(PTH 230)" before ", now 11.9" / ", similar to 10.8"
+_ASIDE = re.compile(
+    r"[ \t]*(?:,[ \t]*(?P<clause>[^,;.\n()]{1,45}?)|\((?P<paren>[^()\n]{1,40})\)[ \t]*)"
+    r"(?=,[ \t]*(?:and[ \t]+)?(?:\d|\.\d|now\b|then\b|repeat|recheck|subsequently|later|similar|compared|higher|lower|"
+    r"slightly|unchanged|improved|decreased|increased|fell|dropped|declined|rose|climbed|down|up|back|peaked))",
+    re.IGNORECASE,
+)
+_STRONG_BARE = frozenset("now then repeat repeated recheck rechecked".split())
 _DASH_DIGIT = re.compile(r"[ \t]*(?:-|–)[ \t]*\d")
 _DECIMAL_COMMA = re.compile(r"\d+,\d{1,2}")
 _CELL_FLAG = re.compile(r"\((hh|ll|h|l)\)|\b(hh|ll|h|l)\b|([↑↓])", re.IGNORECASE)
@@ -177,13 +239,18 @@ _SENTENCE_START = re.compile(r"[\s\S]*(?:[;\n]|\.(?!\d))")
 _KIN = r"\b(?:mother|father|sister|brother|mom|dad|sibling|aunt|uncle|grandmother|grandfather|cousin|daughter|son|twin)"
 _FAMILY = re.compile(rf"{_KIN}'s\b", re.IGNORECASE)  # "her father's PTH was 70": the rest of the sentence is the relative's
 _FAMILY_CLAUSE = re.compile(rf"{_KIN}\b[^,;\n]{{0,25}}?\b(?:had|has|was|with)\b[^,]*\Z", re.IGNORECASE)  # "Mother (XLH) had phos 1.9"
+_FAMILY_SUBJECT = re.compile(
+    rf"[ \t]*(?:[-*•][ \t]*)?(?:(?:her|his|their|pt'?s|patient'?s)[ \t]+)?(?:(?:maternal|paternal|older|younger|identical)[ \t]+)?"
+    rf"{_KIN}s?\b(?:[ \t]*[,:(]|[^,;\n]{{0,40}}?\b(?:with(?![ \t]+(?:her|him|them|pt|patient|the[ \t]+patient)\b)|had|has|was|diagnosed|underwent|s/p|also)\b)",
+    re.IGNORECASE,
+)
 _NOT_PATIENT_JUST_BEFORE = re.compile(r"\b(?:donor|post-?filter|circuit|dialysate|bath)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
-_THRESHOLD_CUE = re.compile(r"\b(?:if|goal|target|keep|hold|until|once|unless|when|aim|maintain|titrate|replete|call|notify|prn|criteria|eligible|threshold)\b", re.IGNORECASE)
+_THRESHOLD_CUE = re.compile(r"\b(?:given|because|if|goal|target|keep|hold|until|once|unless|when|aim|maintain|titrate|replete|call|notify|prn|criteria|eligible|threshold)\b", re.IGNORECASE)
 _SCREEN_CUES = re.compile(  # any word the screens below look for (also inside words): a cheap first test
     "(?:" + trie_pattern(
         "mother father sister brother mom dad sibling aunt uncle grand cousin daughter son twin donor post-filter "
         "postfilter circuit dialysate bath goal target aim keep if hold until once unless when titrate replete call "
-        "notify prn criteria eligible threshold".split()
+        "notify prn criteria eligible threshold given because".split()
     ) + ")"
 )
 _GOAL_JUST_BEFORE = re.compile(r"\b(?:goal|target|aim|keep)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
@@ -391,12 +458,17 @@ class LabExtractor:
             analyte = self._analyte(m.group("name"))
             if analyte is None:
                 continue
-            found = self._read_values(text, m, analyte)
+            holes: list[tuple[int, int]] = []
+            found = self._read_values(text, m, analyte, holes, scan if scan is low else None)
             if found:
                 found = self._screen(text, m, found)
             if found:
                 out.extend(found)
-                taken.append((m.start(), found[-1].end))
+                start = m.start()
+                for a, b in holes:  # an aside naming another analyte stays free for its own reading
+                    taken.append((start, a))
+                    start = b
+                taken.append((start, found[-1].end))
         out.sort(key=lambda v: v.start)
         return out
 
@@ -462,7 +534,9 @@ class LabExtractor:
         head = text[max(0, m.start() - 80) : m.start()]
         if _SCREEN_CUES.search(head.lower()):
             before = _sentence_before(text, m.start())
+            whole = m.start() <= 80 or len(before) < 80  # the sentence start is in view
             if (_FAMILY.search(before) or _FAMILY_CLAUSE.search(before) or _NOT_PATIENT_JUST_BEFORE.search(before)
+                    or (whole and _FAMILY_SUBJECT.match(before))
                     or _GOAL_JUST_BEFORE.search(before)):
                 return []
             if found[0].comparator and _THRESHOLD_CUE.search(before[-40:]):
@@ -499,7 +573,8 @@ class LabExtractor:
                                    _flag(_column_flag(last.group("flag") or "")), text[s:e]))
         return values
 
-    def _read_values(self, text: str, m: re.Match, analyte: str) -> list[LabValue]:
+    def _read_values(self, text: str, m: re.Match, analyte: str, holes: list | None = None,
+                     low: str | None = None) -> list[LabValue]:
         pos = m.end()
         if _PIPE_START.match(text, pos):
             return self._pipe_cells(text, m, analyte)
@@ -521,7 +596,11 @@ class LabExtractor:
             token = c.group(0).strip().lower()
             if token.isalpha():
                 if token not in _CONNECTOR_WORDS:
-                    return []
+                    tp = _TIMEPOINT_CONNECTOR.match(text, pos) if token.startswith(_TIMEPOINT_WORDS) else None
+                    if tp is None:
+                        return []
+                    pos = tp.end()  # "PTH monitoring: pre-incision 188"
+                    continue
                 words.add(token)
                 connector_flag = _FLAG_WORDS.get(token, connector_flag)
             separators += 1
@@ -562,6 +641,12 @@ class LabExtractor:
         comparator = gap.group("cmp")
         pos = gap.end()
         num = _NUM_RE.match(text, pos)
+        if num and text.find("min", num.end(), num.end() + 6) != -1 and pos != m.end():
+            tp = _TIMEPOINT_CONNECTOR.match(text, pos)  # "PTH 10 min post-excision 29": a time point, then the value
+            if tp:
+                gap = _GAP_RE.match(text, tp.end())
+                comparator, pos = gap.group("cmp"), gap.end()
+                num = _NUM_RE.match(text, pos)
         if not num or (pos == m.end()):
             return []  # no value, or a value glued to the name ("Vitamin D3")
         if re.match(r"0\d{3}(?![\d.])", num.group(0)):
@@ -579,8 +664,8 @@ class LabExtractor:
             rng = _RANGE_AFTER.match(text, vend)
             if rng and re.match(r"[ \t]*(?:-|–)", text[vend : rng.start("num")]):
                 u = _UNIT_RE.match(text, rng.end())
-                if _OWN_RANGE_TIME.match(text, u.end() if u else rng.end()):
-                    own = rng
+                if _OWN_RANGE_TIME.match(text, u.end() if u else rng.end()) or _COURSE_BEFORE.search(_sentence_before(text, m.start())):
+                    own = rng  # "10.8-11.1 over the past year", "Since 2022 several BMPs with calcium 10.3-10.7"
         if own:
             u = _UNIT_RE.match(text, own.end())
             unit = unit or (u.group("unit") if u else None)
@@ -588,7 +673,7 @@ class LabExtractor:
             return self._continue(text, analyte, [
                 LabValue(m.start(), vend, analyte, value, unit, comparator, connector_flag, text[m.start() : vend]),
                 LabValue(own.start("num"), e2, analyte, _number(own.group("num")), unit, text=text[own.start("num") : e2]),
-            ], e2, unit)
+            ], e2, unit, holes=holes, low=low)
         after = text[vend : vend + 40]
         if _NOT_VALUE_AFTER.match(after):
             return []  # a range, a date, a time or a multiple ("1.5x ULN"), not a value
@@ -613,7 +698,7 @@ class LabExtractor:
             if u:
                 e = u.end()
             values.append(LabValue(s, e, analyte, _number(to.group("num")), u.group("unit") if u else unit, text=text[s:e]))
-            return self._continue(text, analyte, values, e, unit)
+            return self._continue(text, analyte, values, e, unit, holes=holes, low=low)
         r = _RANGE_RE.match(text, pos)
         if r:
             pos = r.end()
@@ -630,13 +715,15 @@ class LabExtractor:
                 _flag(flag) or connector_flag, text[m.start() : pos].rstrip(),
             )
         )
-        return self._continue(text, analyte, values, pos, unit, flagged=flag is not None)
+        return self._continue(text, analyte, values, pos, unit, flagged=flag is not None, holes=holes, low=low)
 
     def _continue(self, text: str, analyte: str, values: list[LabValue], pos: int, unit: str | None,
-                  flagged: bool = False) -> list[LabValue]:
-        """Table columns ("Creatinine   8.9   6.7"), trends, narrative trends and parenthesised earlier values."""
+                  flagged: bool = False, holes: list | None = None, low: str | None = None) -> list[LabValue]:
+        """Table columns ("Creatinine   8.9   6.7"), trends, narrative trends and parenthesised earlier values.
+        ``low`` is the lower-cased text when it keeps the offsets (the scans then run case-sensitively over it)."""
+        scan, rx = (low, _SERIES_LC) if low is not None else (text, _SERIES_CI)
         while True:
-            col = _COLUMN_RE.match(text, pos)
+            col = rx.col.match(scan, pos)
             if col:
                 if col.group("cmp") and _UNIT_RE.match(text, col.end()):
                     break  # "<2.0 pmol/L": a one-sided reference range in the last column
@@ -645,17 +732,28 @@ class LabExtractor:
                                        _flag(_column_flag(col.group(0)[e - col.start():])), text=text[s:e]))
                 pos = col.end()
                 continue
-            skip = _TIME_SKIP.match(text, pos)
+            skip = rx.skip.match(scan, pos)
             if skip and skip.end() > pos:
+                lab = rx.label_value.match(scan, skip.end()) if skip.group("sep") else None
+                if lab and (skip.group("point") or _near(values[-1].value, _number(lab.group("num")))) \
+                        and not _NOT_VALUE_AFTER.match(text, lab.end()) and not _DOSE_RE.match(text, lab.end()) \
+                        and not _QUANTITY_AFTER.match(text, lab.end()):
+                    # ", today 9.3", "; 5 min post-excision 62": the next value after its time label
+                    s = skip.start("sep") + 1
+                    s += len(text[s : skip.end()]) - len(text[s : skip.end()].lstrip())
+                    pos = self._add(text, analyte, values, s, lab.end("num"), unit, lab.start("num"))
+                    continue
                 pos = skip.end()
                 continue
-            a = _ARROW_RE.match(text, pos)
+            a = rx.arrow.match(scan, pos)
             if a and flagged and a.group(0).strip()[0] == ">":
                 a = None  # "eGFR 41 L >60 mL/min": a one-sided reference range after a flag
             if a and not _DASH_DIGIT.match(text, a.end()):
+                if _DOSE_RE.match(text, a.end()) and not _UNIT_RE.match(text, a.end()):
+                    break  # "Mg 1.3 -> 2 g MgSO4": the arrow leads to a dose
                 pos = self._add(text, analyte, values, a.start("num"), a.end("num"), unit)
                 continue
-            p = _PAREN_RE.match(text, pos)
+            p = rx.paren.match(scan, pos)
             if p:
                 word = p.group("word").lower()
                 target = analyte
@@ -670,24 +768,40 @@ class LabExtractor:
                     values.append(LabValue(s2, e2, target, _number(p.group("num2")), unit, text=text[s2:e2]))
                 pos = p.end()
                 continue
-            p = _PAREN_WHEN_RE.match(text, pos)
+            p = rx.paren_when.match(scan, pos)
             if p:
                 s, e = p.start("num"), p.end("num")
                 values.append(LabValue(s, e, analyte, _number(p.group("num")), unit, text=text[s:e]))
                 pos = p.end()
                 continue
-            t = _TREND_NEXT.match(text, pos) or _SERIES_NEXT.match(text, pos)
-            if t and not _NOT_VALUE_AFTER.match(text, t.end()) and not _DOSE_RE.match(text, t.end()):
+            p = rx.paren_more.match(scan, pos)
+            if p and p.group("race"):  # "eGFR 31 (non-African American) / 36 (African American)"
+                pos = max(self._add(text, analyte, values, p.start("race"), p.end("race"), unit), p.end())
+                continue
+            if p and _same_kind(values[-1], p.group("bare")):  # "Cr 2.04 (1.61)"
+                s, e = p.start("bare"), p.end("bare")
+                values.append(LabValue(s, e, analyte, _number(p.group("bare")), unit, text=text[s:e]))
+                pos = p.end()
+                continue
+            t = self._trend(scan, rx, pos, values[-1].value) or rx.series.match(scan, pos)
+            if t is None and holes is not None and (text.find(",", pos, pos + 2) != -1 or text.find("(", pos, pos + 2) != -1):
+                aside = rx.aside.match(scan, pos)
+                if aside:
+                    t = self._after_aside(scan, rx, aside, values[-1].value)
+                    if t is not None and aside.group("paren") and self.name_re.search(aside.group("paren")):
+                        holes.append((aside.start("paren"), aside.end("paren")))  # "(PTH 230)": read on its own
+            if t and not _NOT_VALUE_AFTER.match(text, t.end()) and not _DOSE_RE.match(text, t.end()) \
+                    and not _QUANTITY_AFTER.match(text, t.end()):
                 s = t.start("verb") if "verb" in t.re.groupindex and t.group("verb") else t.start("num")
                 if "bare" in t.re.groupindex and t.group("bare"):
                     s = t.start("bare")
                 pos = self._add(text, analyte, values, s, t.end("num"), unit)
-                if t.re is _TREND_NEXT and ((t.group("prep") or "").lower() == "from" or (t.group("bare") or "").lower().startswith("from")):
+                if t.re is rx.trend and ((t.group("prep") or "").lower() == "from" or (t.group("bare") or "").lower().startswith("from")):
                     to = _TO_AFTER.match(text, pos)
                     if to:
                         pos = self._add(text, analyte, values, to.start("num"), to.end("num"), unit)
                 continue
-            lst = _COMMA_LIST.match(text, pos)
+            lst = rx.comma_list.match(scan, pos)
             if lst:
                 nums = list(_NUM_RE.finditer(text, pos, lst.end()))
                 if all(0.5 <= _number(n.group(0)) / values[-1].value <= 2 for n in nums) if values[-1].value else False:
@@ -695,17 +809,46 @@ class LabExtractor:
                         values.append(LabValue(n.start(), n.end(), analyte, _number(n.group(0)), unit, text=n.group(0)))
                     pos = lst.end()
                     continue
-            prose = _PROSE_PAREN.match(text, pos) if text.find("(", pos, pos + 45) != -1 else None
-            if prose and (_PAREN_RE.match(text, prose.end())):
+            prose = rx.prose.match(scan, pos) if text.find("(", pos, pos + 45) != -1 else None
+            if prose and (rx.paren.match(scan, prose.end())):
                 pos = prose.end()
                 continue
             break
         return values
 
     @staticmethod
-    def _add(text: str, analyte: str, values: list[LabValue], s: int, e: int, unit: str | None) -> int:
-        """Append a later value of a series (with its own unit and flag when written); return the new position."""
-        num = _NUM_RE.search(text, s, e)
+    def _trend(text: str, rx: _Series, pos: int, last: float) -> re.Match | None:
+        """The next value of a narrative trend; comparisons ("higher than the 11.8") and "it is 3.2" only with a
+        value of the same order as the last one."""
+        t = rx.trend.match(text, pos)
+        if t is None:
+            return None
+        if not (t.group("verb") or t.group("bare") or (t.group("cop") or "").lower() == "it"):
+            return None  # "which is 0.3 above": a difference, not a value
+        if (t.group("cmpv") or t.group("after") or (t.group("cop") or "").lower() == "it") and not _near(last, _number(t.group("num"))):
+            return None
+        return t
+
+    def _after_aside(self, text: str, rx: _Series, aside: re.Match, last: float) -> re.Match | None:
+        """The value after an aside (", 2 L NS given, now 11.9"): only a strong trend word, a comparison or a timed
+        series value, of the same order as the last value; a clause that names an analyte ends the series."""
+        clause = aside.group("clause")
+        if clause is not None and self.name_re.search(clause) and self.name_re.search(self.veto_any.sub(" ", clause)):
+            return None  # names another analyte (a drug name such as "calcium gluconate" is no analyte)
+        t = self._trend(text, rx, aside.end(), last)
+        if t is not None and not (t.group("cmpv") or (t.group("bare") or "").lower() in _STRONG_BARE
+                                  or (t.group("verb") and t.group("prep").lower() in ("to", "at"))):
+            t = None
+        t = t or rx.series.match(text, aside.end())
+        if t is None or not _near(last, _number(t.group("num"))):
+            return None
+        return t
+
+    @staticmethod
+    def _add(text: str, analyte: str, values: list[LabValue], s: int, e: int, unit: str | None, ns: int | None = None) -> int:
+        """Append a later value of a series (with its own unit and flag when written); return the new position.
+        The number is the first in text[s:e], or the one at ``ns`` when the span opens with a label ("5 min post-excision 62")."""
+        num = _NUM_RE.search(text, s if ns is None else ns, e)
         v = _number(num.group(0))
         u = _UNIT_RE.match(text, e)
         if u:
@@ -717,6 +860,37 @@ class LabExtractor:
             e = f.end()
         values.append(LabValue(s, e, analyte, v, u.group("unit") if u else unit, None, flag, text[s:e]))
         return e
+
+
+class _Series:
+    """The regexes _continue reads a series with: IGNORECASE over the text, or plain over the lower-cased text
+    (about twice as fast; used whenever lower-casing keeps the offsets)."""
+
+    def __init__(self, lower: bool) -> None:
+        def rx(r: re.Pattern) -> re.Pattern:
+            return re.compile(r.pattern) if lower else r
+
+        self.col, self.skip, self.arrow = rx(_COLUMN_RE), rx(_TIME_SKIP), rx(_ARROW_RE)
+        self.paren, self.paren_when, self.paren_more = rx(_PAREN_RE), rx(_PAREN_WHEN_RE), rx(_PAREN_MORE)
+        self.trend, self.series, self.aside = rx(_TREND_NEXT), rx(_SERIES_NEXT), rx(_ASIDE)
+        self.comma_list, self.prose, self.label_value = rx(_COMMA_LIST), rx(_PROSE_PAREN), rx(_LABEL_VALUE)
+
+
+def _near(last: float, value: float, factor: float = 3.0) -> bool:
+    """Two values of one series are of the same order (a dose or a count after a value is not)."""
+    return last > 0 and value > 0 and 1 / factor <= value / last <= factor
+
+
+def _same_kind(last: LabValue, raw: str) -> bool:
+    """"Cr 2.04 (1.61)": a bare number in parentheses is an earlier value when written to the same precision
+    and within a factor of two (a unit conversion or a count is not)."""
+    decimals = len(raw.partition(".")[2])
+    written = last.text.rstrip()
+    m = re.search(r"(\d+(?:\.\d+)?)\D*\Z", written)
+    return bool(m) and len(m.group(1).partition(".")[2]) == decimals and _near(last.value, _number(raw), 2.0)
+
+
+_SERIES_CI, _SERIES_LC = _Series(False), _Series(True)
 
 
 def _flag(raw: str | None) -> str | None:
@@ -785,6 +959,12 @@ class UnitTable:
 def _unit_key(unit: str) -> str:
     key = unit.lower().replace(" ", "").replace("µ", "u").replace("μ", "u").replace("micro", "u")
     key = key.replace("^2", "2").replace("²", "2")
+    if "per" in key:  # dictated: "milligrams per deciliter"
+        for spoken, short in (("milligrams", "mg"), ("milligram", "mg"), ("picograms", "pg"), ("picogram", "pg"),
+                              ("nanograms", "ng"), ("nanogram", "ng"), ("millimoles", "mmol"), ("millimole", "mmol"),
+                              ("grams", "g"), ("gram", "g"), ("per", "/"), ("decilitre", "dl"), ("deciliter", "dl"),
+                              ("millilitre", "ml"), ("milliliter", "ml"), ("litre", "l"), ("liter", "l")):
+            key = key.replace(spoken, short)
     if key.startswith("ml/min/1.73"):
         return "ml/min/1.73m2"
     if key == "units/l":

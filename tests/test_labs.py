@@ -214,7 +214,8 @@ def test_new_lab_formats(x, text, expected):
         ("BP 132/80, P 88, RR 16. p 0.03 by t-test. QTc corrected 452 ms.", []),  # P, corrected as weak names
         ("Ca 10.2 (8.6-10.3), PTH 98 pg/mL [15-65]", [("calcium", 10.2), ("pth", 98)]),  # reference ranges
         ("Mg 2 g IV x1. Calcium carbonate 1250 mg TID and calcitriol 0.25 mcg BID.", []),
-        ("PTH 88, 2 weeks ago 70; Cr 1.1, 3, 4 days", [("pth", 88), ("creatinine", 1.1)]),
+        # "2 weeks ago 70" is an earlier PTH with its time label (decision 5); "3, 4 days" is not a series
+        ("PTH 88, 2 weeks ago 70; Cr 1.1, 3, 4 days", [("pth", 88), ("pth", 70), ("creatinine", 1.1)]),
     ],
 )
 def test_new_traps(x, text, expected):
@@ -352,3 +353,84 @@ def test_more_narrative(x, text, expected):
 def test_flag_after_reference_range_belongs_to_the_value(x):
     (v,) = x.extract("Ca 10.6 (ref 8.5-10.2) H")
     assert (v.value, v.flag_written) == (10.6, "high")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # an aside between two values of a series
+        ("K 3.1 and Ca 13.1 on arrival, 3 L LR and calcitonin given, now 11.4.", [("calcium", 13.1), ("calcium", 11.4)]),
+        ("Calcium 12.4 at presentation, fluids and pamidronate started, 10.9 the next morning and 9.8 at discharge.",
+         [("calcium", 12.4), ("calcium", 10.9), ("calcium", 9.8)]),
+        ("Phos 1.6 at midnight, after IV repletion it is 2.9.", [("phosphate", 1.6), ("phosphate", 2.9)]),
+        ("Ca 10.4 today, compared with 11.1 at last visit.", [("calcium", 10.4), ("calcium", 11.1)]),
+        ("Calcium is 11.6, which is higher than the 10.9 she had in March.", [("calcium", 11.6), ("calcium", 10.9)]),
+        ("Calcium 10.9 (PTH 150), similar to 10.7 last year.", [("calcium", 10.9), ("calcium", 10.7), ("pth", 150)]),
+        ("Creatinine 1.9 at admission, back to her baseline of 1.1 by discharge.", [("creatinine", 1.9), ("creatinine", 1.1)]),
+        ("Post-op day 1 calcium 8.6, today 9.1.", [("calcium", 8.6), ("calcium", 9.1)]),
+        ("PTH 61 and 66 on two occasions.", [("pth", 61), ("pth", 66)]),
+        ("Ca 11.0 yesterday afternoon, 10.2 this morning.", [("calcium", 11.0), ("calcium", 10.2)]),
+        ("iCa 0.91 on i-STAT, prior 1.08 at 1900.", [("ionized_calcium", 0.91), ("ionized_calcium", 1.08)]),
+        ("Cr 5.2 (last week 4.4), K 5.6.", [("creatinine", 5.2), ("creatinine", 4.4)]),
+        ("Cr 1.88 (1.52), BUN 61 (47), Mg 2.1", [("creatinine", 1.88), ("creatinine", 1.52), ("bun", 61), ("bun", 47), ("magnesium", 2.1)]),
+        ("eGFR 27 (1/2023) -> 22 (7/2023) -> 18 today.", [("egfr", 27), ("egfr", 22), ("egfr", 18)]),
+        # intra-operative PTH by time point
+        ("IOPTH: baseline 212; pre-excision 260; 5 min post-excision 88; 10 min post-excision 41.",
+         [("pth", 212), ("pth", 260), ("pth", 88), ("pth", 41)]),
+        ("Intraoperative PTH monitoring: pre-incision 143; 10 min post-excision 35.", [("pth", 143), ("pth", 35)]),
+        # race-specific eGFR pair (decision 20)
+        ("eGFR 44 (non-African American) / 53 (African American)", [("egfr", 44), ("egfr", 53)]),
+        ("Since 2021 several BMPs with calcium 10.4-10.9, never symptomatic.", [("calcium", 10.4), ("calcium", 10.9)]),
+        # SI names
+        ("Adjusted Ca 2.66 (was 2.59 in June), PTH 9.2 pmol/L", [("calcium_corrected", 2.66), ("calcium_corrected", 2.59), ("pth", 9.2)]),
+        ("25-OH-vitamin D3 41 nmol/l; 1,25-(OH)2 vitamin D 150 pg/mL", [("vitamin_d_25oh", 41), ("vitamin_d_1_25", 150)]),
+    ],
+)
+def test_series_across_asides_labels_and_comparisons(x, text, expected):
+    assert sorted(analytes_values(x, text)) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Mother with PHPT, Ca 11.4 at the time of her surgery.", []),  # a relative after a plain comma
+        ("Sister, calcium 10.8, also asymptomatic. Ca 10.6 today.", [("calcium", 10.6)]),
+        ("Daughter called, Ca 11.9 from Monday's draw.", [("calcium", 11.9)]),  # the caller is not the subject
+        ("Mg 1.2 -> 2 g IV magnesium sulfate given.", [("magnesium", 1.2)]),  # the arrow leads to a dose
+        ("Metformin held given eGFR <30.", []),  # a threshold
+        ("Ca 9.4 (2.35), albumin 3.9", [("calcium", 9.4), ("albumin", 3.9)]),  # a unit conversion in parentheses
+        ("Ca 9.1, phos normal, now on sevelamer 800 mg", [("calcium", 9.1)]),  # an aside then a dose
+        ("Ca 12.2 on arrival, 2 L NS given, now 2 L positive.", [("calcium", 12.2)]),  # not of the same order
+        ("Ca 10.1, which is 0.3 above the upper limit.", [("calcium", 10.1)]),
+        ("she takes calcium and vitamin D 1000 and 400 IU daily", []),  # a dose pair
+    ],
+)
+def test_series_traps(x, text, expected):
+    assert sorted(analytes_values(x, text)) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("her calcium level is 10.3 milligrams per deciliter", [("calcium", 10.3, "milligrams per deciliter")]),
+        ("Cr bumped to 1.9 after contrast", [("creatinine", 1.9, None)]),
+        ("Cr: 1.5 <- 1.8 <- 2.3", [("creatinine", 1.5, None), ("creatinine", 1.8, None), ("creatinine", 2.3, None)]),
+        ("Ca has been 10.9, 11.2 and 11.0 on the last three checks",
+         [("calcium", 10.9, None), ("calcium", 11.2, None), ("calcium", 11.0, None)]),
+        ("calcium peaked at 14.1 on 3/4 before falling to 10.2 on 3/7", [("calcium", 14.1, None), ("calcium", 10.2, None)]),
+        ("phos was 7.9 last month and is now 6.1", [("phosphate", 7.9, None), ("phosphate", 6.1, None)]),
+        ("calcium 11.9 which has since come down to 10.6", [("calcium", 11.9, None), ("calcium", 10.6, None)]),
+        ("PTH-related protein 4.1 pmol/L", [("pthrp", 4.1, "pmol/L")]),
+        ("Calcium 9.9 (10.1 last month), phos 4.2 (5.0)",
+         [("calcium", 9.9, None), ("calcium", 10.1, None), ("phosphate", 4.2, None), ("phosphate", 5.0, None)]),
+        ("eGFR Non-Afr Amer 28, eGFR Afr Amer 33", [("egfr", 28, None), ("egfr", 33, None)]),
+        ("Ca 9.8, 10.1 and 2 tabs", [("calcium", 9.8, None)]),  # a count, not a third value
+    ],
+)
+def test_dictated_trends_and_spoken_units(x, text, expected):
+    assert values(x, text) == expected
+
+
+def test_spoken_unit_converts():
+    n = UnitTable().normalise("creatinine", 1.9, "milligrams per deciliter")
+    assert (n.value_std, n.unit_std) == (1.9, "mg/dL")
