@@ -440,7 +440,7 @@ def _with_pos(arrow_schema: pa.Schema) -> pa.Schema:
     return pa.schema(list(arrow_schema.remove_metadata()) + [pa.field(_POS, pa.int64())])
 
 
-SPOOL_BATCH_ROWS = 8192
+SPOOL_BATCH_ROWS = 1024  # a case row with its reasons and evidence is a few KB: k sources x 1024 rows stays small
 
 
 class _Spool:
