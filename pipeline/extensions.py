@@ -43,10 +43,10 @@ def put(doc: Doc, name: str, value) -> None:
 
 def text_of(doc: Doc) -> str:
     """The doc's text, cached by the tokenizer (``doc.text`` rebuilds it from every token)."""
-    text = doc.user_data.get(_KEYS["calc_text"])
+    text = get(doc, "calc_text")
     if text is None:
         text = doc.text
-        doc.user_data[_KEYS["calc_text"]] = text
+        put(doc, "calc_text", text)
     return text
 
 

@@ -1003,13 +1003,8 @@ class MentionFinder:
             if lat.end < n and view.texts[lat.end] in _NOT_LATERALITY_NEXT:
                 continue  # "right coronary artery", "left ventricle"
             for a in anchors:
-                if lat.end <= a.start:
-                    cost = self._cost(view, lat.end, a.start)
-                elif lat.start >= a.end:
-                    cost = self._cost(view, a.end, lat.start)
-                else:
-                    cost = 0
-                if cost is not None and cost < best_cost:
+                cost = self._distance(view, a, lat)  # a strong break costs more than any laterality reach
+                if cost < best_cost:
                     best, best_cost = lat.a, cost
         return best
 
