@@ -125,7 +125,7 @@ def _fmt(x: float) -> str:
 
 def _records(rows) -> list[dict]:
     """Rows as dicts, from a DataFrame or a list of dicts."""
-    return rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    return schema.records(rows) if isinstance(rows, pd.DataFrame) else list(rows)
 
 
 def _group_records(frame: pd.DataFrame, keep_index: bool = False) -> dict[str, list[dict]]:
