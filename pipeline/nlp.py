@@ -683,8 +683,10 @@ class MentionFinder:
             if _SCORE_WHEN.match(after):
                 return None
             score = _SCORE_VALUE.match(after)
-            if score is None and phrase in _SCORE_PHRASES:
-                return None  # an exam title or "calcium score was obtained": no score, no mention
+            # an exam title or "calcium score was obtained": no score, no mention; but "no / zero coronary
+            # calcium" denies the deposit, a negated mention
+            if score is None and phrase in _SCORE_PHRASES and status != "negated":
+                return None
             if score is not None and float(score.group(1)) == 0:
                 status, triggers = "negated", triggers + ("negated:calcium score of 0",)
         section = section_at(view.sections, start_char)
