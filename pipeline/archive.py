@@ -96,7 +96,9 @@ def nlp_version() -> str:
 
 def note_digest(note_id: str, patient_id: str, note_date, note_type, text: str) -> bytes:
     """The note's content hash as 32 raw bytes (what the planner keeps per note in memory)."""
-    parts = [note_id, patient_id, note_date or "", note_type or "", text]
+    # a missing date or type (None, or NaN from a pandas column) hashes as ""
+    parts = [note_id, patient_id, note_date if isinstance(note_date, str) else "",
+             note_type if isinstance(note_type, str) else "", text]
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
 
 
@@ -284,14 +286,16 @@ class ShardStore:
             plan.failures.extend(invalid)
             if valid.empty:
                 continue
-            hashes = [note_digest(*row) for row in valid[["note_id", "patient_id", "note_date", "note_type", "text"]].itertuples(index=False)]
+            ids, patients = valid["note_id"].tolist(), valid["patient_id"].tolist()
+            hashes = list(map(note_digest, ids, patients, valid["note_date"].tolist(), valid["note_type"].tolist(),
+                              valid["text"].tolist()))
             valid = valid.assign(content_hash=[h.hex() for h in hashes])
             keep = []
-            for i, (note_id, h) in enumerate(zip(valid["note_id"], hashes)):
+            for i, (note_id, h) in enumerate(zip(ids, hashes)):
                 plan.counts["seen"] += 1
                 if note_id in seen:  # the same id again in this run
                     if seen[note_id] != h:
-                        plan.failures.append({"note_id": note_id, "patient_id": valid["patient_id"].iat[i], "stage": "input",
+                        plan.failures.append({"note_id": note_id, "patient_id": patients[i], "stage": "input",
                                               "error": "duplicate note_id with different text; keep one copy or give each note its own id"})
                     continue
                 seen[note_id] = h

@@ -9,6 +9,7 @@ recorded as a failure and the other files go on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -150,30 +151,35 @@ def load_inputs(
 
 
 def _clean_str(value) -> str | None:
+    if type(value) is str:  # the common case first
+        return value.strip() or None
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return None
     text = str(value).strip()
     return text or None
 
 
+def _column(frame: pd.DataFrame, name: str) -> list:
+    """A column as a plain list (element-wise access to pandas' Arrow-backed strings is slow)."""
+    return frame[name].tolist() if name in frame.columns else [None] * len(frame)
+
+
 def validate_notes(notes: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     """Keep notes with an id, a patient and non-empty text; one failure record per other note.
 
     A note id seen twice keeps its first copy; a second copy with different text is a failure.
+    Missing values come back as None (never NaN), so every kept value is a str or None.
     """
     missing = [c for c in REQUIRED if c not in notes.columns]
     if missing:
         raise InputError(f"notes table lacks columns {missing}; it needs note_id, patient_id and text")
-    frame = notes.copy()
-    for col in OPTIONAL + ("source",):
-        if col not in frame.columns:
-            frame[col] = None
+    ids = [_clean_str(v) for v in _column(notes, "note_id")]
+    patients = [_clean_str(v) for v in _column(notes, "patient_id")]
+    texts = _column(notes, "text")
     failures: list[dict] = []
     keep = []
     seen: dict[str, str] = {}
-    for i, row in enumerate(frame.itertuples(index=False)):
-        note_id, patient = _clean_str(row.note_id), _clean_str(row.patient_id)
-        text = row.text
+    for i, (note_id, patient, text) in enumerate(zip(ids, patients, texts)):
         problem = None
         if note_id is None:
             problem = f"row {i + 1}: no note_id"
@@ -193,18 +199,28 @@ def validate_notes(notes: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
             continue
         seen[note_id] = text
         keep.append(i)
-    valid = frame.iloc[keep].copy()
-    for col in ("note_id", "patient_id"):
-        valid[col] = valid[col].map(_clean_str)
-    valid["note_date"] = valid["note_date"].map(_date_str)
-    valid["note_type"] = valid["note_type"].map(_clean_str)
-    return valid[schema.NOTES.names].reset_index(drop=True), failures
+    dates, types, sources = _column(notes, "note_date"), _column(notes, "note_type"), _column(notes, "source")
+    columns = {
+        "note_id": [ids[i] for i in keep],
+        "patient_id": [patients[i] for i in keep],
+        "note_date": [_date_str(dates[i]) for i in keep],
+        "note_type": [_clean_str(types[i]) for i in keep],
+        "text": [texts[i] for i in keep],
+        "source": [sources[i] if isinstance(sources[i], str) else None for i in keep],
+    }
+    # object columns: a missing value stays None (pandas' default string dtype would make it NaN)
+    valid = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in columns.items()})
+    return valid[schema.NOTES.names], failures
 
 
 def _date_str(value) -> str | None:
     value = _clean_str(value)
-    if value is None:
-        return None
+    return None if value is None else _iso_date(value)
+
+
+@functools.lru_cache(maxsize=8192)  # about 20 years of distinct days
+def _iso_date(value: str) -> str:
+    """A date as YYYY-MM-DD when pandas can read it; otherwise as written."""
     try:
         return pd.Timestamp(value).date().isoformat()
     except (ValueError, TypeError):

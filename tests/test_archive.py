@@ -146,6 +146,33 @@ def test_bad_file_among_good_ones(tmp_path, root):
     assert any("wrong.csv" in e and "missing column" in e for e in errors)
 
 
+def test_notes_with_and_without_a_date_in_one_file(tmp_path):
+    # one CSV where some rows leave note_date / note_type empty: pandas reads those cells as NaN
+    # next to strings; the planner must hash them as missing, not stop with a TypeError
+    notes = tmp_path / "mixed.csv"
+    notes.write_text(
+        "note_id,patient_id,note_date,note_type,text\n"
+        "m1,p1,2024-03-05,radiology,Calcified granuloma in the right upper lobe.\n"
+        "m2,p1,,,Mitral annular calcification.\n"
+        "m3,p2,03/07/2024,,No calcification.\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result, plan = run_local([notes], out)
+    assert plan.counts == {"seen": 3, "new": 3, "changed": 0, "unchanged": 0, "invalid": 0}
+    assert result["counts"]["notes_failed"] == 0
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("note_id")
+    text = "Mitral annular calcification."
+    assert manifest.at["m2", "content_hash"] == archive.note_hash("m2", "p1", None, None, text)
+    mentions = pd.read_parquet(out / "mentions.parquet").set_index("note_id")
+    assert mentions.at["m2", "concept"] == "valvular_calcification"
+    assert mentions.at["m2", "note_date"] is None or pd.isna(mentions.at["m2", "note_date"])
+    assert mentions.at["m1", "note_date"] == "2024-03-05"
+    assert mentions.at["m3", "note_date"] == "2024-03-07"  # read as a date, written as ISO
+    again, plan = run_local([notes], out)
+    assert plan.counts["unchanged"] == 3 and plan.staged == []
+
+
 def test_sql_source(tmp_path, root):
     db = tmp_path / "notes.db"
     rows = pd.read_csv(root / "examples" / "archive" / "clinical.csv", dtype=str)
