@@ -677,7 +677,7 @@ def classify_bucket(inputs: dict[str, _Spool], results: dict[str, _Spool], class
     rows spooled with their sort keys; returns the bucket's counts. ``classifier`` may be the
     model argument (a path or None) when this runs in a worker process."""
     from pipeline.process import assemble
-    from pipeline.review import review_frame, safe_cell
+    from pipeline.review import review_columns, safe_cell
     from pipeline.tables import RowSet
 
     if classifier is None or isinstance(classifier, str):
@@ -707,10 +707,10 @@ def classify_bucket(inputs: dict[str, _Spool], results: dict[str, _Spool], class
     results["derived"].append(labs.slice(n_text, labs.num_rows - n_text - n_extra))
     if n_extra:
         results["structured"].append(labs.slice(labs.num_rows - n_extra).append_column(_POS, structured.column(_POS)))
-    review = review_frame(tables.cases, tables.mentions, tables.labs)  # one row per case, same order
+    review = review_columns(tables.cases, tables.mentions, tables.labs)  # one entry per case, same order
     cases = schema.to_arrow(tables.cases, schema.CASES)
     for col, name in zip(_REVIEW_COLS, REVIEW_COLUMNS):
-        cases = cases.append_column(col, pa.array([safe_cell(v) for v in review[name].tolist()], pa.string()))
+        cases = cases.append_column(col, pa.array([safe_cell(v) for v in review[name]], pa.string()))
     results["cases"].append(cases)
     for spool in results.values():
         spool.close()  # one append per bucket: the file is complete, no descriptor kept open

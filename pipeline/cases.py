@@ -46,6 +46,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -78,6 +79,8 @@ class EvidenceModel:
     data: dict
     source: str
     cues: list[tuple[re.Pattern, float, str]] = field(default_factory=list)
+    cue_any: re.Pattern | None = None  # all cue patterns in one: most sentences match none of them
+    cue_any_lower: re.Pattern | None = None  # the same, case-sensitive, for lower-cased ASCII text (cheaper)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "EvidenceModel":
@@ -93,10 +96,28 @@ class EvidenceModel:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CalcmineError(f"{source}: not valid JSON (line {exc.lineno}); fix the file or use the default model") from None
+        return cls.from_data(data, source)
+
+    @classmethod
+    def from_data(cls, data: dict, source: str) -> "EvidenceModel":
+        """A validated model from its parsed JSON, sentence cues compiled."""
         model = cls(data, source)
         model._validate()
         model.cues = [(re.compile(c["pattern"], re.IGNORECASE), float(c["weight"]), c["why"]) for c in data["sentence_cues"]]
+        if model.cues:
+            combined = "|".join(f"(?:{c['pattern']})" for c in data["sentence_cues"])
+            model.cue_any = re.compile(combined, re.IGNORECASE)
+            if not re.search(r"[A-Z]", re.sub(r"\\.", "", combined)):  # no upper-case letter outside escapes
+                model.cue_any_lower = re.compile(combined)
         return model
+
+    def any_cue(self, sentence: str) -> bool:
+        """Could any sentence cue match? (False means none does.)"""
+        if self.cue_any is None:
+            return False
+        if self.cue_any_lower is not None and sentence.isascii():
+            return self.cue_any_lower.search(sentence.lower()) is not None
+        return self.cue_any.search(sentence) is not None
 
     def _validate(self) -> None:
         d = self.data
@@ -139,18 +160,19 @@ def _group_records(frame: pd.DataFrame, keep_index: bool = False) -> dict[str, l
     return out
 
 
-def lab_summary(labs: pd.DataFrame) -> pd.DataFrame:
-    """Per patient: max / latest calcium and corrected calcium, max phosphate, max PTH, min eGFR,
-    max Ca x P, max 25-OH vitamin D, each with the note and offsets it came from (vectorised)."""
+_SUMMARY_SPECS = (
+    ("calcium", "max"), ("calcium_corrected", "max"), ("phosphate", "max"), ("pth", "max"),
+    ("egfr", "min"), ("calcium_phosphate_product", "max"), ("vitamin_d_25oh", "max"),
+    ("calcium", "latest"), ("calcium_corrected", "latest"),
+)
+
+
+def _summary_picks(labs: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """For each summary column prefix (``max_calcium`` ...), the picked row of every patient that has
+    one (indexed by patient_id)."""
     usable = labs[labs["value_std"].notna() & labs["plausible"].fillna(True).astype(bool)]
     usable = usable.astype({"patient_id": object, "analyte": object, "note_id": object, "note_date": object})
-    specs = [
-        ("calcium", "max"), ("calcium_corrected", "max"), ("phosphate", "max"), ("pth", "max"),
-        ("egfr", "min"), ("calcium_phosphate_product", "max"), ("vitamin_d_25oh", "max"),
-        ("calcium", "latest"), ("calcium_corrected", "latest"),
-    ]
-    columns: dict[str, pd.Series] = {}
-    for analyte, how in specs:
+    for analyte, how in _SUMMARY_SPECS:
         sub = usable[usable["analyte"] == analyte]
         if sub.empty:
             continue
@@ -159,8 +181,14 @@ def lab_summary(labs: pd.DataFrame) -> pd.DataFrame:
         else:
             order = sub.sort_values("value_std", ascending=(how == "min"), kind="stable")
             pick = order.groupby("patient_id").head(1)
-        pick = pick.set_index("patient_id")
-        prefix = f"{how}_{analyte}"
+        yield f"{how}_{analyte}", pick.set_index("patient_id")
+
+
+def lab_summary(labs: pd.DataFrame) -> pd.DataFrame:
+    """Per patient: max / latest calcium and corrected calcium, max phosphate, max PTH, min eGFR,
+    max Ca x P, max 25-OH vitamin D, each with the note and offsets it came from (vectorised)."""
+    columns: dict[str, pd.Series] = {}
+    for prefix, pick in _summary_picks(labs):
         columns[prefix] = pick["value_std"].astype(float)
         columns[prefix + "_note"] = pick["note_id"]
         columns[prefix + "_start"] = pick["start"].astype("Int64")
@@ -279,9 +307,7 @@ class CaseClassifier:
             s = d["sites"].get(site)
             if s:
                 parts.append((float(s["weight"]), s["why"]))
-        for pattern, weight, why in self.model.cues:
-            if _affirmed_match(pattern, sentence or ""):
-                parts.append((weight, why))
+        parts.extend(self._sentence_cues(sentence or ""))
         sus = float(c["susceptibility"])
         named = d.get("named_lesion")
         if named and sus > float(named["susceptibility"]) and sum(w for w, _ in parts) <= float(named["own_at_most"]):
@@ -293,6 +319,19 @@ class CaseClassifier:
         if sus and local:
             parts.append((sus * local, LOCAL_PART))
         return sum(w for w, _ in parts), parts
+
+    def _sentence_cues(self, sentence: str) -> tuple[tuple[float, str], ...]:
+        """The (weight, why) of every sentence cue affirmed in ``sentence``; remembered per sentence
+        (report templates repeat sentences across patients)."""
+        memo = self.__dict__.setdefault("_cue_memo", {})
+        found = memo.get(sentence)
+        if found is None:
+            if len(memo) >= 20_000:  # bounded: a classifier lives through every bucket of a run
+                memo.clear()
+            found = memo[sentence] = tuple(
+                (weight, why) for pattern, weight, why in self.model.cues if _affirmed_match(pattern, sentence)
+            ) if self.model.any_cue(sentence) else ()
+        return found
 
     def _pattern(self, key: str, default: str) -> re.Pattern:
         cache = self.__dict__.setdefault("_patterns", {})
@@ -419,18 +458,24 @@ class CaseClassifier:
     ) -> tuple[pd.DataFrame, pd.Series]:
         """Cases table, and the mechanism of every mention (aligned to ``mentions.index``)."""
         threshold = float(self.model.data["mechanism_threshold"])
-        summaries = lab_summaries(labs)
         mechanism = pd.Series("", index=mentions.index, dtype="string")
         notes_per = notes.groupby("patient_id")["note_id"].nunique()
         rows = []
         by_patient_m = _group_records(mentions, keep_index=True)
-        by_patient_c = _group_records(conditions)
+        # only a patient with a present mention is scored: only theirs are needed of the rest
+        scored_ids = set(mentions.loc[mentions["assertion"] == "present", "patient_id"].tolist())
+        by_patient_c = _group_records(conditions[conditions["patient_id"].isin(scored_ids)])
+        summaries = lab_summaries(labs[labs["patient_id"].isin(scored_ids)])
         mechanisms: dict = {}
+        no_present = {"scored": [], "sys_ev": [], "loc_ev": []}  # a case with nothing present: read from its mentions only
         for pid in patient_ids:
             pm = by_patient_m.get(pid, [])
-            ctx = self.score_patient(pm, by_patient_c.get(pid, []), summaries.get(pid, {}), ranges)
-            for s in ctx["scored"]:
-                mechanisms[s.mention["_index"]] = s.mechanism
+            if pid in scored_ids:
+                ctx = self.score_patient(pm, by_patient_c.get(pid, []), summaries.get(pid, {}), ranges)
+                for s in ctx["scored"]:
+                    mechanisms[s.mention["_index"]] = s.mechanism
+            else:
+                ctx = no_present
             rows.append(self._case_row(pid, int(notes_per.get(pid, 0)), len(pm), ctx, threshold, pm))
         cases = pd.DataFrame(rows, columns=schema.CASES.names)
         if mechanisms:
@@ -530,6 +575,8 @@ _NEGATED_BEFORE = re.compile(r"\b(?:no|not|without|negative for|free of|absence 
 def _affirmed_match(pattern: re.Pattern, sentence: str) -> bool:
     """A cue counts when one of its matches is not negated just before it ("no necrosis" does not
     say the tissue is necrotic)."""
+    if pattern.search(sentence) is None:
+        return False
     return any(not _NEGATED_BEFORE.search(sentence[max(0, m.start() - 40):m.start()]) for m in pattern.finditer(sentence))
 
 
@@ -554,10 +601,35 @@ class Scored:
 
 
 def lab_summaries(labs: pd.DataFrame) -> dict[str, dict]:
-    """``lab_summary`` as one plain dict per patient (missing values left out)."""
-    summary = lab_summary(labs) if len(labs) else pd.DataFrame(columns=["patient_id"])
-    return {
-        r["patient_id"]: {k: (int(v) if k.endswith(("_start", "_end")) else v) for k, v in r.items()
-                          if k != "patient_id" and v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA}
-        for r in schema.records(summary.astype(object))
-    }
+    """``lab_summary`` as one plain dict per patient (missing values left out), filled straight
+    from the picks (a patient has a handful of the summary's columns)."""
+    out: dict[str, dict] = {}
+    if not len(labs):
+        return out
+    has_text = "text" in labs.columns
+    for prefix, pick in _summary_picks(labs):
+        n = len(pick)
+        texts = pick["text"].tolist() if has_text else [None] * n
+        for pid, value, note, start, end, text, date in zip(
+            pick.index.tolist(), pick["value_std"].astype(float).tolist(), pick["note_id"].tolist(),
+            pick["start"].tolist(), pick["end"].tolist(), texts, pick["note_date"].tolist(),
+        ):
+            d = out.setdefault(pid, {})
+            if _present(value):
+                d[prefix] = value
+            if _present(note):
+                d[prefix + "_note"] = note
+            if _present(start):
+                d[prefix + "_start"] = int(start)
+            if _present(end):
+                d[prefix + "_end"] = int(end)
+            if not _present(note):  # a structured row has no note: its file:row and date say where it came from
+                if _present(text):
+                    d[prefix + "_row"] = text
+                if _present(date):
+                    d[prefix + "_date"] = date
+    return out
+
+
+def _present(v) -> bool:
+    return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))

@@ -33,6 +33,7 @@ text; slash groups are tried only where a name starts, vetoes only near names.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -956,6 +957,7 @@ class UnitTable:
         return self.ranges.get(analyte)
 
 
+@functools.lru_cache(maxsize=4096)
 def _unit_key(unit: str) -> str:
     key = unit.lower().replace(" ", "").replace("µ", "u").replace("μ", "u").replace("micro", "u")
     key = key.replace("^2", "2").replace("²", "2")

@@ -23,6 +23,8 @@ KEY_ANALYTES = ("calcium", "calcium_corrected", "phosphate", "pth", "egfr", "cre
 
 
 def safe_cell(value) -> str:
+    if type(value) is str:  # the common case first
+        return "'" + value if value.startswith(_FORMULA_START) else value
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return ""
     text = str(value)
@@ -74,28 +76,30 @@ def _snippets(case_evidence: str, by_position: dict, limit: int = 3) -> str:
     return " || ".join(out)
 
 
-def review_frame(cases: pd.DataFrame, mentions: pd.DataFrame, labs: pd.DataFrame) -> pd.DataFrame:
-    rows = []
+def review_columns(cases: pd.DataFrame, mentions: pd.DataFrame, labs: pd.DataFrame) -> dict[str, list]:
+    """The review table's columns as lists, one entry per case in ``cases`` order."""
     cols = ["note_id", "start", "sentence", "section", "note_date"]
     records = schema.records(mentions[cols].astype(object).where(mentions[cols].notna(), None))
     by_position = {(r["note_id"], int(r["start"])): r for r in records}
     key_labs = _key_lab_picks(labs)
-    for case in cases.itertuples(index=False):
-        rows.append(
-            {
-                "patient_id": case.patient_id,
-                "label": case.label,
-                "confidence": f"{case.confidence:.2f}",
-                "reasons": " | ".join(case.reasons.split(" | ")[:4]),
-                "key_labs": _key_labs(key_labs.get(case.patient_id, [])),
-                "evidence": _snippets(case.evidence, by_position),
-                "n_notes": case.n_notes,
-                "n_mentions": case.n_mentions,
-                "reviewer_label": "",
-                "reviewer_comment": "",
-            }
-        )
-    return pd.DataFrame(rows, columns=list(REVIEW_COLUMNS))
+    patients = cases["patient_id"].tolist()
+    n = len(patients)
+    return {
+        "patient_id": patients,
+        "label": cases["label"].tolist(),
+        "confidence": [f"{c:.2f}" for c in cases["confidence"].tolist()],
+        "reasons": [" | ".join(r.split(" | ")[:4]) for r in cases["reasons"].tolist()],
+        "key_labs": [_key_labs(key_labs.get(p, [])) for p in patients],
+        "evidence": [_snippets(e, by_position) for e in cases["evidence"].tolist()],
+        "n_notes": cases["n_notes"].tolist(),
+        "n_mentions": cases["n_mentions"].tolist(),
+        "reviewer_label": [""] * n,
+        "reviewer_comment": [""] * n,
+    }
+
+
+def review_frame(cases: pd.DataFrame, mentions: pd.DataFrame, labs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(review_columns(cases, mentions, labs), columns=list(REVIEW_COLUMNS))
 
 
 def review_csv_bytes(frame: pd.DataFrame) -> bytes:

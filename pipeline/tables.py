@@ -93,19 +93,29 @@ def normalise_labs(rows: Iterable[dict] | pd.DataFrame, units: labs_mod.UnitTabl
     frame = rows[columns].copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
     if frame.empty:
         return schema.empty(schema.LABS)
+    done: dict[tuple, tuple] = {}  # lab values repeat a lot: each distinct reading is worked out once
     std, unit_std, inferred, plausible, flags = [], [], [], [], []
-    for analyte, value, unit, written in zip(frame["analyte"].tolist(), frame["value"].tolist(),
-                                             frame["unit"].tolist(), frame["flag"].tolist()):
-        n = units.normalise(analyte, float(value), unit if isinstance(unit, str) else None)
-        std.append(n.value_std)
-        unit_std.append(n.unit_std)
-        inferred.append(n.unit_inferred)
-        plausible.append(n.plausible)
-        flags.append(units.flag(analyte, n.value_std, written if isinstance(written, str) else None))
+    for key in zip(frame["analyte"].tolist(), frame["value"].tolist(), frame["unit"].tolist(), frame["flag"].tolist()):
+        got = done.get(key)
+        if got is None:
+            analyte, value, unit, written = key
+            n = units.normalise(analyte, float(value), unit if isinstance(unit, str) else None)
+            got = done[key] = (n.value_std, n.unit_std, n.unit_inferred, n.plausible,
+                               units.flag(analyte, n.value_std, written if isinstance(written, str) else None))
+        std.append(got[0])
+        unit_std.append(got[1])
+        inferred.append(got[2])
+        plausible.append(got[3])
+        flags.append(got[4])
     frame["value_std"], frame["unit_std"], frame["unit_inferred"] = std, unit_std, inferred
     frame["plausible"], frame["flag"] = plausible, flags
     frame = pd.concat([frame, derived_labs(frame, units)], ignore_index=True)
     return schema.conform(frame, schema.LABS)
+
+
+def _plain(column: pd.Series) -> list:
+    """A column as plain Python values, missing ones as None (what ``astype(object)`` gives, cheaper)."""
+    return [None if v is pd.NA or (isinstance(v, float) and v != v) else v for v in column.tolist()]
 
 
 def derived_labs(frame: pd.DataFrame, units: labs_mod.UnitTable) -> pd.DataFrame:
@@ -120,17 +130,19 @@ def derived_labs(frame: pd.DataFrame, units: labs_mod.UnitTable) -> pd.DataFrame
         return pd.DataFrame()
     first = usable.sort_values(["note_id", "start"], kind="stable").drop_duplicates(["note_id", "analyte"])
     wide = first.pivot(index="note_id", columns="analyte", values="value_std")
-    meta = first.drop_duplicates("note_id").astype(object).set_index("note_id")[["patient_id", "note_date"]].to_dict("index")
-    ca_pos = first[first["analyte"] == "calcium"].astype(object).set_index("note_id")[["start", "end"]].to_dict("index")
+    heads = first.drop_duplicates("note_id")
+    meta = dict(zip(heads["note_id"].tolist(), zip(_plain(heads["patient_id"]), _plain(heads["note_date"]))))
+    ca = first[first["analyte"] == "calcium"]
+    ca_pos = dict(zip(ca["note_id"].tolist(), zip(_plain(ca["start"]), _plain(ca["end"]))))
     rows = []
 
     def add(note_id, analyte, value, text):
-        m, pos = meta[note_id], ca_pos[note_id]
-        rows.append({"note_id": note_id, "patient_id": m["patient_id"], "note_date": m["note_date"], "analyte": analyte,
+        (patient_id, note_date), (start, end) = meta[note_id], ca_pos[note_id]
+        rows.append({"note_id": note_id, "patient_id": patient_id, "note_date": note_date, "analyte": analyte,
                      "value": value, "unit": vocab_units[analyte], "comparator": None, "value_std": value,
                      "unit_std": vocab_units[analyte], "unit_inferred": False, "plausible": True,
                      "flag": units.flag(analyte, value, None), "source": "derived",
-                     "start": pos["start"], "end": pos["end"], "text": text})
+                     "start": start, "end": end, "text": text})
 
     vocab_units = {"calcium_corrected": "mg/dL", "calcium_phosphate_product": "mg2/dL2"}
     nan = float("nan")

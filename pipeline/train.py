@@ -207,10 +207,7 @@ class TrainedCaseClassifier:
 
 
 def _evidence_from(data: dict, source: str) -> EvidenceModel:
-    model = EvidenceModel(data, source)
-    model._validate()
-    model.cues = [(re.compile(c["pattern"], re.IGNORECASE), float(c["weight"]), c["why"]) for c in data["sentence_cues"]]
-    return model
+    return EvidenceModel.from_data(data, source)
 
 
 def load_trained(path: str | Path) -> TrainedCaseClassifier:
