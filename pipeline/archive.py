@@ -28,7 +28,9 @@ How a run stays correct:
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -387,6 +389,7 @@ def process_shard(staged: str, out: str, version: str) -> dict:
 BUCKET_ROWS = 100_000  # notes + mentions + labs + conditions rows one bucket may hold in memory
 MAX_BUCKETS = 200  # open spool files stay well under the usual limit of open files
 ROW_GROUP = 32_768
+ROW_GROUP_BYTES = 4 << 20  # ... or fewer rows: a case row with its reasons, evidence and review cells is a few KB
 _POS = "_pos"
 _NOTE_KEYS = pa.schema([("note_id", pa.string()), ("patient_id", pa.string())])
 
@@ -444,7 +447,9 @@ def _with_pos(arrow_schema: pa.Schema) -> pa.Schema:
     return pa.schema(list(arrow_schema.remove_metadata()) + [pa.field(_POS, pa.int64())])
 
 
-SPOOL_BATCH_ROWS = 1024  # a case row with its reasons and evidence is a few KB: k sources x 1024 rows stays small
+SPOOL_BATCH_ROWS = 1024  # at most this many rows per spooled batch ...
+SPOOL_BATCH_BYTES = 1 << 20  # ... and about this many bytes (a case row with its reasons, evidence and review
+#                              cells is a few KB): merging k buckets holds k batches at a time
 
 
 class _Spool:
@@ -470,7 +475,8 @@ class _Spool:
                 raise RuntimeError("a spool file cannot be appended to once closed")
             self.writer = pa.ipc.new_stream(pa.OSFile(str(self.path), "wb"), self.schema)
         # small batches: merging k buckets' outputs then holds k batches, not k whole buckets
-        self.writer.write_table(table, max_chunksize=SPOOL_BATCH_ROWS)
+        per_row = max(1, table.nbytes // table.num_rows)
+        self.writer.write_table(table, max_chunksize=max(16, min(SPOOL_BATCH_ROWS, SPOOL_BATCH_BYTES // per_row)))
 
     def close(self) -> None:
         if self.writer is not None:
@@ -560,21 +566,24 @@ class _ParquetOutput(_Output):
         self.writer = pq.ParquetWriter(str(self.tmp), self.schema)
         self.pending: list[pa.Table] = []
         self.buffered = 0
+        self.buffered_bytes = 0
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:
             return
-        self.pending.append(pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in self.schema], schema=self.schema))
+        table = pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in self.schema], schema=self.schema)
+        self.pending.append(table)
         self.buffered += table.num_rows
+        self.buffered_bytes += table.nbytes
         self.rows += table.num_rows
-        if self.buffered >= ROW_GROUP:
+        if self.buffered >= ROW_GROUP or self.buffered_bytes >= ROW_GROUP_BYTES:
             self.flush()
 
     def flush(self) -> None:
         if self.pending:
             self.writer.write_table(pa.concat_tables(self.pending))
-            self.pending, self.buffered = [], 0
+            self.pending, self.buffered, self.buffered_bytes = [], 0, 0
 
     def commit(self) -> None:
         self.flush()
@@ -714,7 +723,22 @@ def classify_bucket(inputs: dict[str, _Spool], results: dict[str, _Spool], class
     results["cases"].append(cases)
     for spool in results.values():
         spool.close()  # one append per bucket: the file is complete, no descriptor kept open
-    return tables.counts
+    counts = tables.counts
+    del tables, frames, notes, rows, review, cases, labs
+    _release_memory()
+    return counts
+
+
+def _release_memory() -> None:
+    """Hand what a finished bucket freed back to the system (Arrow's pool and the C heap keep it
+    otherwise, and the next bucket's allocations land beside it: peak memory would creep up with
+    the number of buckets)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc only
+    except (OSError, AttributeError):
+        pass
 
 
 def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: str | None, report: bool, timings: dict,
@@ -819,9 +843,11 @@ def aggregate_run(out: str, version: str, plan: dict, model: str | None, labs: s
         for name in ("mentions", "conditions"):
             for chunk in merge_sorted([s.batches() for s in results[name]], _POS):
                 outputs[name].write(chunk)
+            outputs[name].flush()  # nothing of a finished table stays buffered while the next is merged
         for part, key in (("labs", _POS), ("derived", "note_id"), ("structured", _POS)):
             for chunk in merge_sorted([s.batches() for s in results[part]], key):
                 outputs["labs"].write(chunk)
+        outputs["labs"].flush()
         for chunk in merge_sorted([s.batches() for s in results["cases"]], "patient_id"):
             outputs["cases"].write(chunk)
             outputs["review"].write(chunk, _REVIEW_COLS)

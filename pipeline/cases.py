@@ -458,6 +458,7 @@ class CaseClassifier:
     ) -> tuple[pd.DataFrame, pd.Series]:
         """Cases table, and the mechanism of every mention (aligned to ``mentions.index``)."""
         threshold = float(self.model.data["mechanism_threshold"])
+        self._cue_memo = {}  # sentences of this call only (the archive classifies bucket after bucket)
         mechanism = pd.Series("", index=mentions.index, dtype="string")
         notes_per = notes.groupby("patient_id")["note_id"].nunique()
         rows = []
