@@ -338,6 +338,9 @@ class Normalised:
     plausible: bool
 
 
+_CLOCK_TIME = re.compile(r"0\d{3}(?![\d.])")  # "0600"
+
+
 class LabExtractor:
     """Finds lab values in a text; see the module docstring."""
 
@@ -650,7 +653,7 @@ class LabExtractor:
                 num = _NUM_RE.match(text, pos)
         if not num or (pos == m.end()):
             return []  # no value, or a value glued to the name ("Vitamin D3")
-        if re.match(r"0\d{3}(?![\d.])", num.group(0)):
+        if num.group(0)[:1] == "0" and _CLOCK_TIME.match(num.group(0)):
             return []  # "0600": a clock time
         vstart, vend = pos, num.end()
         if "\n" in text[m.end() : vstart] and _LIST_NUMBER.match(text, vstart):

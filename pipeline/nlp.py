@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import warnings
 from bisect import bisect_left, bisect_right
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable
 
@@ -147,27 +148,38 @@ class SectionDetector:
     def __init__(self) -> None:
         rows = resources.section_rules()
         self.kinds = {r["title"]: r["kind"] for r in rows}
-        alternation = trie_pattern(self.kinds)
+        alternation = trie_pattern({t.lower() for t in self.kinds})
         upper = trie_pattern([t.upper() for t in self.kinds])
-        # at a line start: "TITLE:" or a title alone on its line
-        self.line_re = re.compile(
-            rf"(?im)^[ \t]*(?P<title>{alternation})[ \t]*(?::|(?=\r?\n|$))[ \t]*"
-        )
+        # at a line start: "TITLE:" or a title alone on its line; scanned case-sensitively over the
+        # lower-cased text (several times cheaper than IGNORECASE), or with IGNORECASE over a text
+        # whose lower-casing changes its length (offsets would no longer line up)
+        line = rf"^[ \t]*(?P<title>{alternation})[ \t]*(?::|(?=\r?\n|$))[ \t]*"
+        self.line_re = re.compile(line, re.IGNORECASE | re.MULTILINE)
+        self.line_lc = re.compile(line, re.MULTILINE)
         # inline in running text: an upper-case title with a colon ("... disease. IMPRESSION: ..."),
         # looked for just before each colon (colons are few; scanning every position is not cheap)
         self.inline_re = re.compile(rf"(?<=[.\s])(?P<title>{upper})[ \t]*\Z")
         self.reach = 2 * max(len(t) for t in self.kinds) + 8
         self.after_colon = re.compile(r"[ \t]*")
+        self.title_ends = frozenset(t.upper()[-1] for t in self.kinds)  # "...IMPRESSION" ends in N
 
     def __call__(self, doc: Doc) -> Doc:
         text = text_of(doc)
         found: dict[int, Section] = {}
-        for m in self.line_re.finditer(text):
-            title = m.group("title")
-            found[m.start("title")] = Section(m.start("title"), m.end(), self._kind(title), title)
+        low = text.lower()
+        scan, line_re = (low, self.line_lc) if len(low) == len(text) else (text, self.line_re)
+        for m in line_re.finditer(scan):
+            start, end = m.span("title")
+            title = text[start:end]
+            found[start] = Section(start, m.end(), self._kind(title), title)
         colon = text.find(":")
+        ends = self.title_ends
         while colon >= 0:
-            m = self.inline_re.search(text, max(0, colon - self.reach), colon)
+            last = colon - 1
+            while last >= 0 and text[last] in " \t":
+                last -= 1
+            # most colons follow a digit or a lower-case word ("Calcium: 9.8", "10:30"): no title ends there
+            m = self.inline_re.search(text, max(0, colon - self.reach), colon) if last >= 0 and text[last] in ends else None
             if m and m.start("title") not in found:
                 title = m.group("title")
                 body = self.after_colon.match(text, colon + 1).end()
@@ -247,26 +259,34 @@ def make_abbreviations(nlp: Language, name: str) -> Abbreviations:
 # the shared phrase matcher
 
 
+def _longest_first(m: Match) -> int:
+    return (m[0] - m[1]) * 4_294_967_296 + m[0]  # (-length, start) as one int: no tuple per match
+
+
 def filter_longest(matches: list[Match]) -> list[Match]:
     """Longest matches first, no overlaps; result in text order."""
     if len(matches) < 2:
         return list(matches)
     last_end = -1
     for m in matches:  # the phrase matcher reports in text order: most lists pass as they are
-        if m.start < last_end:
+        if m[0] < last_end:
             break
-        last_end = m.end
+        last_end = m[1]
     else:
         return list(matches)  # in order, no overlaps: nothing to choose
-    ordered = sorted(matches, key=lambda m: m.start)
     chosen: list[Match] = []
-    taken = bytearray(max(m.end for m in ordered))
-    for m in sorted(ordered, key=lambda m: (m.start - m.end, m.start)):
-        if any(taken[m.start : m.end]):
+    taken = bytearray(max(m[1] for m in matches))
+    for m in sorted(matches, key=_longest_first):  # stable: equal spans keep the matcher's order
+        start, end = m[0], m[1]
+        if taken.find(1, start, end) >= 0:
             continue
         chosen.append(m)
-        taken[m.start : m.end] = b"\x01" * (m.end - m.start)
-    return sorted(chosen, key=lambda m: m.start)
+        taken[start:end] = b"\x01" * (end - start)
+    chosen.sort(key=_first)
+    return chosen
+
+
+_first = itemgetter(0)
 
 
 class VocabularyMatcher:
@@ -319,9 +339,10 @@ class VocabularyMatcher:
     def __call__(self, doc: Doc) -> Doc:
         groups: dict[str, list[Match]] = {"M": [], "V": [], "S": [], "L": [], "C": [], "K": []}
         labels = self.labels
+        make = tuple.__new__  # Match(start, end, kind, a, b) without the keyword-handling __new__
         for key, start, end in self.matcher(doc):
-            kind, a, b = labels[key]
-            groups[kind].append(Match(start, end, kind, a, b))
+            label = labels[key]
+            groups[label[0]].append(make(Match, (start, end) + label))
         put(doc, "calc_matches", {kind: filter_longest(ms) if ms else ms for kind, ms in groups.items()})
         return doc
 
