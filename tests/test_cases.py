@@ -265,3 +265,28 @@ def test_a_hedged_metastatic_calcification_alone_does_not_make_a_case_indetermin
         "ESRD on hemodialysis. Ca 10.9, phosphorus 7.8, PTH 1,240.",
         types=("radiology", "clinic"))
     assert case["label"] == "metastatic"
+
+
+# -- the "medial" cue means the vessel wall's media, not the medial side of a joint ------------------
+
+def test_medial_side_of_the_knee_is_not_a_medial_vascular_pattern():
+    clf = CaseClassifier()
+    why = [w for _, w in clf._sentence_cues(
+        "FINDINGS: Linear calcification of the medial and lateral menisci, consistent with chondrocalcinosis.")]
+    assert not any("medial" in w.lower() or "monckeberg" in w.lower() for w in why)
+    why = [w for _, w in clf._sentence_cues("Moderate medial compartment narrowing with vascular calcification.")]
+    assert not any("medial" in w.lower() or "monckeberg" in w.lower() for w in why)
+    for sentence in ("Extensive medial arterial calcification of the tibial arteries.",
+                     "Medial-type vascular calcification of the femoral arteries.",
+                     "CKD-related medial calcific sclerosis of the iliac arteries."):
+        why = [w for _, w in clf._sentence_cues(sentence)]
+        assert any("medial" in w.lower() or "monckeberg" in w.lower() for w in why), sentence
+
+
+def test_a_screening_exam_title_and_a_queried_diagnosis_are_not_findings():
+    case, mentions, _ = run(
+        "XR ABDOMEN LATERAL (VASCULAR CALCIFICATION SCREENING)\nFindings: No calcification of the abdominal aorta.",
+        "INDICATION: Painful calf lesion, ?calciphylaxis.\nFINDINGS: No soft tissue or vascular calcification.",
+        types=("radiology", "radiology"))
+    assert "present" not in set(mentions["assertion"])
+    assert case["label"] == "no_calcification"
