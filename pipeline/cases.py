@@ -616,21 +616,18 @@ def lab_summaries(labs: pd.DataFrame) -> dict[str, dict]:
             pick["start"].tolist(), pick["end"].tolist(), texts, pick["note_date"].tolist(),
         ):
             d = out.setdefault(pid, {})
-            if _present(value):
+            missing = schema.is_missing
+            if not missing(value):
                 d[prefix] = value
-            if _present(note):
-                d[prefix + "_note"] = note
-            if _present(start):
+            if not missing(start):
                 d[prefix + "_start"] = int(start)
-            if _present(end):
+            if not missing(end):
                 d[prefix + "_end"] = int(end)
-            if not _present(note):  # a structured row has no note: its file:row and date say where it came from
-                if _present(text):
+            if not missing(note):
+                d[prefix + "_note"] = note
+            else:  # a structured row has no note: its file:row and date say where it came from
+                if not missing(text):
                     d[prefix + "_row"] = text
-                if _present(date):
+                if not missing(date):
                     d[prefix + "_date"] = date
     return out
-
-
-def _present(v) -> bool:
-    return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))

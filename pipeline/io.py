@@ -153,7 +153,7 @@ def load_inputs(
 def _clean_str(value) -> str | None:
     if type(value) is str:  # the common case first
         return value.strip() or None
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+    if schema.is_missing(value):
         return None
     text = str(value).strip()
     return text or None

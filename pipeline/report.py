@@ -203,7 +203,7 @@ def note_anchor(note_id) -> str:
 
 
 def _str(value, default: str = "") -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if schema.is_missing(value):
         return default
     return str(value)
 

@@ -25,7 +25,7 @@ KEY_ANALYTES = ("calcium", "calcium_corrected", "phosphate", "pth", "egfr", "cre
 def safe_cell(value) -> str:
     if type(value) is str:  # the common case first
         return "'" + value if value.startswith(_FORMULA_START) else value
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+    if schema.is_missing(value):
         return ""
     text = str(value)
     if text.startswith(_FORMULA_START):

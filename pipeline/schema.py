@@ -133,6 +133,11 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(conform(frame, schema), schema=schema, preserve_index=False)
 
 
+def is_missing(value) -> bool:
+    """None, pandas' NA or a float NaN: what a table cell holds when it holds nothing."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
 def records(frame: pd.DataFrame) -> list[dict]:
     """``frame.to_dict("records")`` built from whole columns (``Series.tolist``): the same plain
     Python values, without pandas boxing every cell one by one (the slow part on large tables)."""

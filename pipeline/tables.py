@@ -115,7 +115,7 @@ def normalise_labs(rows: Iterable[dict] | pd.DataFrame, units: labs_mod.UnitTabl
 
 def _plain(column: pd.Series) -> list:
     """A column as plain Python values, missing ones as None (what ``astype(object)`` gives, cheaper)."""
-    return [None if v is pd.NA or (isinstance(v, float) and v != v) else v for v in column.tolist()]
+    return [None if schema.is_missing(v) else v for v in column.tolist()]
 
 
 def derived_labs(frame: pd.DataFrame, units: labs_mod.UnitTable) -> pd.DataFrame:
