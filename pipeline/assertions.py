@@ -33,9 +33,9 @@ def assess_assertions(text: str, spans: list[tuple[int, int]], nlp: Language | N
     for start, end in spans:
         if not (0 <= start < end <= len(text)):
             raise ValueError(f"span ({start}, {end}) is outside the text of length {len(text)}")
-        span = doc.char_span(start, end, alignment_mode="expand")
-        if span is None or len(span) == 0:
+        span = view.tokens(start, end)
+        if span is None:
             out.append(Assertion())
             continue
-        out.append(view.assertion(span.start, span.end))
+        out.append(view.assertion(*span))
     return out

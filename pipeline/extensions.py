@@ -12,7 +12,8 @@ _EXTENSIONS = {
     "calc_text": None,  # doc.text, computed once (spaCy joins every token on each doc.text call)
     "calc_sentence_tokens": None,  # list[int]: token index of each sentence start (calc_sentences)
     "calc_sections": None,  # tuple[Section, ...] in text order
-    "calc_matches": None,  # dict[str, list[Match]] from the shared phrase matcher
+    "calc_matches": None,  # dict[str, list[Match]] from the shared phrase matcher (token indices of
+                           # nlp.joined_doc(doc) when the doc has gaps inside running text)
     "calc_abbreviations": None,  # tuple[(short_start, short_end, long_text), ...]
     "calc_mentions": None,  # tuple[Mention, ...]
     "calc_conditions": None,  # tuple[Condition, ...]

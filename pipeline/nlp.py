@@ -24,7 +24,7 @@ from typing import Iterable
 
 import numpy
 import spacy
-from spacy.attrs import IDX, SENT_START
+from spacy.attrs import IDX, IS_SPACE, ORTH, SENT_START, SPACY
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -340,11 +340,53 @@ class VocabularyMatcher:
         groups: dict[str, list[Match]] = {"M": [], "V": [], "S": [], "L": [], "C": [], "K": []}
         labels = self.labels
         make = tuple.__new__  # Match(start, end, kind, a, b) without the keyword-handling __new__
-        for key, start, end in self.matcher(doc):
+        joined = joined_of(doc)
+        for key, start, end in self.matcher(doc if joined is None else joined[0]):
             label = labels[key]
             groups[label[0]].append(make(Match, (start, end) + label))
         put(doc, "calc_matches", {kind: filter_longest(ms) if ms else ms for kind, ms in groups.items()})
         return doc
+
+
+# whitespace that spaCy makes a token of: a run of blanks, a tab, a carriage return, a no-break space,
+# a line break with blanks around it
+_GAP_HINT = re.compile(r"[^\S \n]|  |\n | \n")
+
+
+def _is_gap(doc: Doc, i: int) -> bool:
+    """Is space token ``i`` a gap inside running text (not a blank line, not the doc's edge)?"""
+    return 0 < i < len(doc) - 1 and doc[i].text.count("\n") <= 1 and not doc[i - 1].is_space and not doc[i + 1].is_space
+
+
+def joined_doc(doc: Doc) -> tuple[Doc, list[int]] | None:
+    """The doc without its gaps inside running text, and the doc token of each of its tokens.
+
+    spaCy makes any whitespace other than one space a token of its own ("aortic  valve",
+    "calcified\tgranuloma", "calcified\r\ngranuloma", "calcified \ngranuloma"), so a phrase or a
+    neighbour across it would be one token further away than in the same note typed with single spaces.
+    The rule components work on this doc instead (see :class:`DocView`); offsets they report are the
+    original doc's. None when the doc has no such gap. A blank line is no gap."""
+    gaps = [i for i in numpy.flatnonzero(doc.to_array(IS_SPACE)).tolist() if _is_gap(doc, i)]
+    if not gaps:
+        return None
+    gap_set = set(gaps)
+    keep = [i for i in range(len(doc)) if i not in gap_set]
+    attrs = doc.to_array([ORTH, SPACY])
+    strings = doc.vocab.strings
+    words = [strings[int(attrs[i, 0])] for i in keep]
+    spaces = [bool(attrs[i, 1]) or (i + 1) in gap_set for i in keep]
+    return Doc(doc.vocab, words=words, spaces=spaces), keep
+
+
+_last_joined: list = [None, None]  # [doc, its joined_doc], shared by the components of one doc
+
+
+def joined_of(doc: Doc) -> tuple[Doc, list[int]] | None:
+    """:func:`joined_doc` of ``doc``, built once for the components that run one after another on it
+    (kept off the Doc: Docs stay serialisable for multi-process ``nlp.pipe``)."""
+    if _last_joined[0] is not doc:
+        _last_joined[:] = [doc, joined_doc(doc) if _GAP_HINT.search(text_of(doc)) else None]
+    return _last_joined[1]
 
 
 @Language.factory("calc_matcher")
@@ -398,19 +440,27 @@ class LowerTexts:
 class DocView:
     """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
 
-    __slots__ = ("doc", "n_tokens", "matches", "text", "sent_starts", "texts", "triggers", "sections", "section_starts",
-                 "_by_sentence")
+    __slots__ = ("source", "doc", "keep", "idx", "n_source", "n_tokens", "matches", "text", "sent_starts", "texts",
+                 "triggers", "sections", "section_starts", "_by_sentence")
 
     def __init__(self, doc: Doc) -> None:
-        self.doc = doc
-        self.n_tokens = len(doc)
+        self.source = doc
+        self.n_source = len(doc)
+        joined = joined_of(doc)
+        # token indices (matches, sentences, texts) are the joined doc's when the doc has gaps
+        # (see joined_doc); character offsets are always the note's
+        self.doc, self.keep = (doc, None) if joined is None else joined
+        self.idx = None if joined is None else doc.to_array(IDX)[self.keep].tolist()
+        self.n_tokens = len(self.doc)
         self.matches = get(doc, "calc_matches")
         self.text = text_of(doc)
         tokens = get(doc, "calc_sentence_tokens")
         if tokens is None:  # sentences set by another component
             tokens = numpy.flatnonzero(doc.to_array(SENT_START) == 1).tolist()
+        if self.keep is not None:
+            tokens = [bisect_left(self.keep, t) for t in tokens]
         self.sent_starts = tokens or [0]
-        self.texts = LowerTexts(doc, self.sent_starts)
+        self.texts = LowerTexts(self.doc, self.sent_starts)
         self.triggers = clean_triggers(self.matches["C"])
         self.sections = get(doc, "calc_sections") or ()
         self.section_starts = [s.start for s in self.sections]
@@ -422,12 +472,24 @@ class DocView:
         end = self.sent_starts[i + 1] if i + 1 < len(self.sent_starts) else len(self.doc)
         return start, end
 
+    def char(self, token: int) -> int:
+        """Character offset in the note of a token."""
+        return self.doc[token].idx if self.idx is None else self.idx[token]
+
     def char_bounds(self, start: int, end: int) -> tuple[int, int]:
         doc = self.doc
         while end > start + 1 and doc[end - 1].is_space:
             end -= 1
-        last = doc[end - 1]
-        return doc[start].idx, last.idx + len(last)
+        return self.char(start), self.char(end - 1) + len(doc[end - 1])
+
+    def tokens(self, start_char: int, end_char: int) -> tuple[int, int] | None:
+        """The tokens covering characters [start_char, end_char) of the note (expanded to whole tokens)."""
+        span = self.source.char_span(start_char, end_char, alignment_mode="expand")
+        if span is None or len(span) == 0:
+            return None
+        if self.keep is None:
+            return span.start, span.end
+        return bisect_left(self.keep, span.start), bisect_left(self.keep, span.end)
 
     def section_at(self, char: int) -> Section | None:
         i = bisect_right(self.section_starts, char) - 1
@@ -441,7 +503,7 @@ class DocView:
 
     def assertion(self, start: int, end: int):
         s, e = self.sentence(start)
-        section = self.section_at(self.doc[start].idx)
+        section = self.section_at(self.char(start))
         return assess(self.sentence_triggers(s, e), s, e, start, end, self.texts, section)
 
 
@@ -452,7 +514,7 @@ def view_of(doc: Doc) -> DocView:
     """The doc's view, shared by the components that run one after another on the same doc."""
     global _last_view
     view = _last_view
-    if view is None or view.doc is not doc or view.n_tokens != len(doc) or view.matches is not get(doc, "calc_matches"):
+    if view is None or view.source is not doc or view.n_source != len(doc) or view.matches is not get(doc, "calc_matches"):
         view = _last_view = DocView(doc)
     return view
 
@@ -537,7 +599,7 @@ WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed o
 SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
 _SIDE_LABEL = re.compile(
     r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior descending|upper quadrant|"
-    r"lower quadrant))[A-Za-z0-9 ,]{0,30}:"
+    r"lower quadrant))[A-Za-z0-9 \t,]{0,30}:"
 )
 TITLE_LINES = 3  # the exam title is on one of the first lines (a date line may come first)
 _EXAM_LINE = re.compile(r"(?i)(?:exam(?:ination)?|study|procedure)\s*:")
@@ -605,7 +667,7 @@ class MentionFinder:
             # sites chained to this mention stay between its neighbours: "calcification of the aorta and
             # iliac arteries, and coronary artery calcifications" are two mentions with their own sites
             floor = previous.end if previous is not None else 0
-            ceiling = ordered[k + 1].start if k + 1 < len(ordered) else len(doc)
+            ceiling = ordered[k + 1].start if k + 1 < len(ordered) else view.n_tokens
             previous = m
             mention = self._mention(view, m, sites, lats, floor, ceiling)
             if mention is not None:
@@ -619,11 +681,11 @@ class MentionFinder:
             key = " ".join(long_text.lower().split())
             if key not in self.long_forms:
                 continue
-            span = doc.char_span(short_start, short_end, alignment_mode="expand")
-            if span is None or any(e.start <= span.end and span.start <= e.end + 1 for e in existing):
+            span = view_of(doc).tokens(short_start, short_end)
+            if span is None or any(e.start <= span[1] and span[0] <= e.end + 1 for e in existing):
                 continue  # overlaps a mention, or is the "(MAC)" right after its own long form
             concept, site = self.long_forms[key]
-            out.append(Match(span.start, span.end, "M", concept, site))
+            out.append(Match(span[0], span[1], "M", concept, site))
         return out
 
     def _mention(
@@ -785,12 +847,12 @@ class MentionFinder:
         """The organ heading of the mention's line or paragraph ("KIDNEYS: punctate calcifications");
         a section title without an organ ("IMPRESSION:") ends the search."""
         text = view.text
-        start_char = view.doc[m.start].idx
+        start_char = view.char(m.start)
         line_start = text.rfind("\n", 0, start_char) + 1
         for _ in range(4):  # this line, or a heading line a few lines up in the same paragraph
             head = _ORGAN_HEADING.match(text, line_start)
             if head and head.end() <= start_char:
-                hits = [x for x in sites if line_start <= view.doc[x.start].idx < head.end() and not x.a.endswith("?")]
+                hits = [x for x in sites if line_start <= view.char(x.start) < head.end() and not x.a.endswith("?")]
                 if hits:
                     return (hits[0].a,)
                 if any(line_start <= s.start < head.end() for s in view.sections):
@@ -811,7 +873,7 @@ class MentionFinder:
         if last < 0:
             return None  # no side word before the mention
         text = view.text
-        start_char = view.doc[m.start].idx
+        start_char = view.char(m.start)
         window = start_char
         for _ in range(4):
             window = text.rfind("\n", 0, max(window - 1, 0))
@@ -821,7 +883,7 @@ class MentionFinder:
             if title_end < 0:
                 title_end = len(text)
                 break
-        if view.doc[lats[last].start].idx < window and view.doc[lats[0].start].idx >= title_end:
+        if view.char(lats[last].start) < window and view.char(lats[0].start) >= title_end:
             return None  # no side word on the lines above in reach, nor in the title
         end = start_char
         line_start = text.rfind("\n", 0, start_char) + 1
@@ -838,7 +900,7 @@ class MentionFinder:
             line_start = text.rfind("\n", 0, end) + 1
         spans = MentionFinder._title_spans(view, strict=True)  # not "HPI: 67M with a left leg ulcer"
         if spans and start_char > spans[-1][1]:
-            sides = {x.a for x in lats if any(a <= view.doc[x.start].idx < b for a, b in spans)
+            sides = {x.a for x in lats if any(a <= view.char(x.start) < b for a, b in spans)
                      and " ".join(view.texts[x.end : x.end + 2]) not in _QUADRANTS}
             if len(sides) == 1:
                 return sides.pop()
@@ -872,7 +934,7 @@ class MentionFinder:
             return ()
         hits = set()
         for x in sites:
-            idx = view.doc[x.start].idx
+            idx = view.char(x.start)
             if idx >= spans[-1][1]:
                 break
             if not x.a.endswith("?") and any(a <= idx < b for a, b in spans):

@@ -154,7 +154,8 @@ def test_base_model_path_keeps_its_tokenizer(tmp_path):
 
 
 def test_multiprocess_pipe_gives_the_same_results(nlp):
-    texts = ["Calcified granuloma right apex. Ca 10.1.", "No nephrocalcinosis. ESRD on HD.", "MAC (mitral annular calcification)."] * 4
+    texts = ["Calcified granuloma right apex. Ca 10.1.", "No nephrocalcinosis. ESRD on HD.", "MAC (mitral annular calcification).",
+             "Calcified  hilar\r\nlymph nodes."] * 4
     single = [list(d._.calc_mentions) for d in nlp.pipe(texts)]
     multi = [list(d._.calc_mentions) for d in nlp.pipe(texts, n_process=2, batch_size=4)]
     assert single == multi
@@ -306,6 +307,59 @@ def test_phrases_match_across_a_wrapped_line(nlp):
     assert nephro.assertion == "negated"
     assert [c.condition for c in doc._.calc_conditions] == ["esrd", "dialysis"]
     assert doc._.calc_text == text and len(doc.text) == len(text)
+
+
+# the same report typed with Windows line endings, runs of blanks, tabs and no-break spaces (real exports
+# are full of them: spaCy makes each such gap a token of its own)
+_REPORT = (
+    "EXAM: CT CHEST WITHOUT CONTRAST\n"
+    "INDICATION: ESRD on hemodialysis. Evaluate for metastatic pulmonary calcification.\n"
+    "FINDINGS: Coronary artery calcium score of 0. There is calcification of the aortic valve. A 4 mm\n"
+    "calcified granuloma in the right upper lobe. Calcified right hilar and mediastinal lymph nodes.\n"
+    "No evidence of nephrocalcinosis. Mitral annular calcification (MAC). MAC is moderate.\n\n"
+    "IMPRESSION: Atherosclerotic calcifications of the thoracic aorta. 8 mm nodule in the left lower lobe,\n"
+    "not definitively calcified."
+)
+
+
+def _gappy(text, gap):
+    return text.replace("\n", "\r\n") if gap == "\r\n" else text.replace(" ", gap, 1).replace(" of ", f"{gap}of{gap}")
+
+
+@pytest.mark.parametrize("gap", ["\r\n", "  ", "\t", "\u00a0", " \n  "])
+def test_gaps_inside_running_text_change_nothing_but_offsets(nlp, gap):
+    def read(text):
+        doc = nlp(text)
+        for m in doc._.calc_mentions:
+            assert text[m.start : m.end] == m.text  # offsets and text are the note's own
+        return ([(m.concept, m.sites, m.laterality, m.assertion) for m in doc._.calc_mentions],
+                [(c.condition, c.assertion) for c in doc._.calc_conditions])
+
+    plain = read(_REPORT)
+    assert len(plain[0]) == 10 and ("esrd", "present") in plain[1]
+    if gap == " \n  ":  # a line wrapped with blanks around the break
+        text = _REPORT.replace("A 4 mm\ncalcified granuloma", "A 4 mm calcified" + gap + "granuloma")
+    else:
+        text = _gappy(_REPORT, gap).replace("lymph nodes", f"lymph{gap}nodes").replace("aortic valve", f"aortic{gap}valve")
+    assert text != _REPORT
+    assert read(text) == plain
+
+
+def test_a_phrase_is_matched_across_gaps_but_not_across_a_blank_line(nlp):
+    doc = nlp("Dense calcification of the aortic  valve.\tCalcified\t\tgranuloma.\r\n")
+    assert [(m.text, m.concept, m.sites) for m in doc._.calc_mentions] == [
+        ("calcification", "valvular_calcification", ("heart_valve",)),
+        ("Calcified\t\tgranuloma", "calcified_granuloma", ("unspecified",)),
+    ]
+    # a blank line ends a phrase: "aortic" closes one paragraph, "valve replacement" opens the next
+    doc = nlp("Calcification of the aortic\n\nvalve replacement was discussed.")
+    assert [m.sites for m in doc._.calc_mentions] == [("aorta",)]
+
+
+def test_assess_assertions_across_gaps():
+    text = "No  evidence\tof pleural  effusion.\r\nPossible\u00a0early pneumonia."
+    spans = [(text.index("pleural"), text.index("effusion") + 8), (text.index("early"), len(text) - 1)]
+    assert [a.status for a in pipeline.assess_assertions(text, spans)] == ["negated", "possible"]
 
 
 @pytest.mark.parametrize("text, found", [
