@@ -36,34 +36,39 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline import resources, vocab
 from pipeline.model import LabValue
-from pipeline.textutil import trie_pattern
+from pipeline.textutil import blanks, trie_pattern
+
+
+def _compile(pattern: str, flags: int = 0) -> re.Pattern:
+    """Every pattern here reads a written space as any run of blanks or tabs ("on  admit", "up\tfrom")."""
+    return re.compile(blanks(pattern), flags)
 
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+,\d{1,2}(?![\d,])|\d+(?:\.\d+)?|\.\d+)"  # 1,250 / 3,12 (decimal comma) / 11.2
-_NUM_RE = re.compile(_NUM)
+_NUM_RE = _compile(_NUM)
 _UNITS = (
     r"mg/dl|mg/l|mmol/l|umol/l|µmol/l|μmol/l|micromol/l|pg/ml|pmol/l|ng/ml|ng/l|nmol/l|g/dl|g/l|"
     r"iu/l|u/l|units/l|ml/min/1\.73\s?m2|ml/min/1\.73\s?m\^2|ml/min/1\.73m²|ml/min/1\.73|ml/min|meq/l|mg2/dl2|mg\^2/dl\^2"
     r"|(?=[a-z]+[ \t]+per[ \t])(?:milligrams?|mg|picograms?|pg|nanograms?|ng|grams?|millimoles?|mmol)[ \t]+per[ \t]+(?:deciliter|decilitre|dl|milliliter|millilitre|ml|liter|litre|l)"
 )
-_UNIT_RE = re.compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE)
-_DOSE_RE = re.compile(
+_UNIT_RE = _compile(rf"[ \t]*\(?(?P<unit>{_UNITS})(?![a-z])\)?", re.IGNORECASE)
+_DOSE_RE = _compile(
     r"[ \t]*(?:mg|mcg|µg|ug|g|grams?|units?|iu|tabs?|tablets?|caps?|capsules?|meq|mmol|ml)\b(?!/)(?![ \t]*[-:=])(?![ \t]+\d)"
     r"|[ \t]*(?:mg|mcg|µg|ug|g|units?|iu)/(?:\d|(?:day|d|dose|kg|wk|week|h|hr)\b)"
     r"|[ \t]*(?:and|&|,)[ \t]*\d[\d,.]*[ \t]*(?:mg|mcg|µg|ug|g|units?|iu|meq|mmol)\b(?!/)"  # "500 and 250 mg"
     r"|[ \t]*(?:daily|bid|tid|qid|qd|qhs|weekly|monthly|po|iv|with meals|q\d+h)\b",
     re.IGNORECASE,
 )
-_FLAG_RE = re.compile(
+_FLAG_RE = _compile(
     r"[ \t]*(?:[(\[](?P<pflag>hh|ll|h|l|high|low|critical|abn|a)[)\]]|(?P<flag>hh|ll|h|l|high|low)\b|(?P<arrow>[↑↓])|(?P<star>\*))",
     re.IGNORECASE,
 )
-_RANGE_RE = re.compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|normal[ \t:]*)?{_NUM}[ \t]*(?:-|–|to)[ \t]*{_NUM}[ \t]*[\])]?", re.IGNORECASE)
-_ARROW_RE = re.compile(rf"[ \t]*(?:->|-->|→|=>|<--|<-|←|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
-_PAREN_RE = re.compile(
+_RANGE_RE = _compile(rf"[ \t]*[\[(]?[ \t]*(?:ref(?:erence)?[ \t:]*|nl[ \t:]*|normal[ \t:]*)?{_NUM}[ \t]*(?:-|–|to)[ \t]*{_NUM}[ \t]*[\])]?", re.IGNORECASE)
+_ARROW_RE = _compile(rf"[ \t]*(?:->|-->|→|=>|<--|<-|←|>|, then|then|and now|now)[ \t]*(?P<num>{_NUM})", re.IGNORECASE)
+_PAREN_RE = _compile(
     rf"[ \t]*\((?P<word>baseline|prior|previous|prev|was|from|admission|peak|nadir|corrected|corr|adjusted"
     rf"|pre-?op|post-?op|osh|outside|previously|last[ \t]+(?:week|month|year|visit|time|check|draw)|last|up from|down from"
     rf"|repeat|repeated|recheck|yesterday|(?:\d+|two|three|a few)[ \t]+(?:days|weeks|months)[ \t]+ago)"
@@ -71,7 +76,7 @@ _PAREN_RE = re.compile(
     re.IGNORECASE,
 )
 # "(0.8 at admission)", "(8.8 before last Xgeva)": an earlier value with its time after it
-_PAREN_WHEN_RE = re.compile(
+_PAREN_WHEN_RE = _compile(
     rf"[ \t]*\((?P<num>{_NUM})[ \t]+(?:at|on|before|after|in|prior|pre|post|last|yesterday|earlier|previously)\b(?:[^)\n\d]|\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?){{0,30}}\)",
     re.IGNORECASE
 )
@@ -88,16 +93,16 @@ _CONNECTOR_WORDS = frozenset(
 )
 # a date or a clock time between the name and the value: "Calcium (03/12/2024): 10.4", "Ca on 3/12 was 10.9",
 # "Ca at 0600: 9.8" -- only when a value follows it
-_WHEN_CONNECTOR = re.compile(
+_WHEN_CONNECTOR = _compile(
     r"[ \t]*(?:\(\d{1,2}/\d{1,2}(?:/\d{2,4})?\)|(?<=on )\d{1,2}/\d{1,2}(?:/\d{2,4})?(?![\d./])"
     r"|\d{1,2}/\d{1,2}(?:/\d{2,4})?(?=[ \t]*[:=][ \t]*\d)"
     r"|(?<=at )(?:(?:[01]\d|2[0-3]):?[0-5]\d(?:[ \t]?h(?:rs)?)?|\d{1,2}:\d{2}(?:[ \t]?[ap]m)?)(?![\d.,]))"
     r"(?=[ \t]*[:=,-]?[ \t]*(?:was|is|of|[<>])?[ \t]*\d)",
     re.IGNORECASE,
 )
-_COMMA_BEFORE_VALUE = re.compile(r"[ \t]*,(?=[ \t]*\d)")
+_COMMA_BEFORE_VALUE = _compile(r"[ \t]*,(?=[ \t]*\d)")
 _RANGE_VERBS = frozenset("run ran ranged ranging between stable fluctuated fluctuating hovered hovering varied been baseline".split())
-_CONNECTOR_RE = re.compile(
+_CONNECTOR_RE = _compile(
     r"[ \t]*(?:[:=#]|-(?=[ \t]*\d)|[a-z]+|\r?\n|\((?:h|l)\)"
     r"|,(?=[ \t]*(?:serum|plasma|blood|whole blood|total|inorganic|intact|estimated|calculated|fasting|venous|arterial|random)\b)"
     r"|\((?:(?:hh|ll|h|l|a|abn|critical|high|low)\)|[a-z][a-z .,/-]{1,24}\d?\)))",  # "(MDRD)", "(PO4)", "(intact)"
@@ -111,37 +116,37 @@ _FLAG_WORDS = {
     "elevated": "high", "high": "high", "increased": "high", "low": "low", "decreased": "low", "normal": "normal",
     "suppressed": "low",
 }
-_REF_HEAD = re.compile(  # a reference range, or a one-sided one with its unit, or a unit, then the value columns
+_REF_HEAD = _compile(  # a reference range, or a one-sided one with its unit, or a unit, then the value columns
     rf"[ \t]*(?:{_NUM}[ \t]*[-–][ \t]*{_NUM}[ \t]*(?P<unit>{_UNITS})?"
     rf"|(?:<=|>=|<|>)[ \t]*{_NUM}[ \t]*(?P<unit2>{_UNITS})"
     rf"|(?P<unit3>{_UNITS}))"
     rf"(?=[ \t]{{2,}}(?:<=|>=|<|>)?{_NUM}(?![\d/:-]))",
     re.IGNORECASE,
 )
-_GAP_RE = re.compile(r"[ \t]*(?P<cmp><=|>=|≤|≥|<|>)?[ \t]*~?[ \t]*")  # "~1.0" is a plain value
-_NOT_VALUE_AFTER = re.compile(  # a range, a date, a time, a multiple, a duration, a percentage or a size
+_GAP_RE = _compile(r"[ \t]*(?P<cmp><=|>=|≤|≥|<|>)?[ \t]*~?[ \t]*")  # "~1.0" is a plain value
+_NOT_VALUE_AFTER = _compile(  # a range, a date, a time, a multiple, a duration, a percentage or a size
     r"[ \t]*(?:-|–)[ \t]*\d|/\d|[.:]\d|[ \t]?x[ \t]*(?:uln|normal|upper|the)\b|[ \t]*%"
     r"|[ \t]*(?:days?|wks?|weeks?|months?|mos?|years?|yrs?|hours?|hrs?|min(?:utes)?|mm|cm|mmhg|bpm|kg|lbs?)\b",
     re.IGNORECASE,
 )
-_RANGE_AFTER = re.compile(rf"[ \t]*(?:-|–|to)[ \t]*(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
-_BETWEEN_AFTER = re.compile(rf"[ \t]+and[ \t]+(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
-_TO_AFTER = re.compile(rf"[ \t]+to[ \t]+(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
+_RANGE_AFTER = _compile(rf"[ \t]*(?:-|–|to)[ \t]*(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
+_BETWEEN_AFTER = _compile(rf"[ \t]+and[ \t]+(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
+_TO_AFTER = _compile(rf"[ \t]+to[ \t]+(?P<num>{_NUM})(?![\d/])", re.IGNORECASE)
 _MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 # a time phrase after a range that makes it the patient's own range over time, not a reference range
-_OWN_RANGE_TIME = re.compile(
+_OWN_RANGE_TIME = _compile(
     r"[ \t]*,?[ \t]*(?:\(\d{4}\)|since\b|\(?(?:over|during|throughout|for|in|on|across)[ \t]+(?:the[ \t]+)?"
     r"(?:past|last|prior|previous|recent|repeated|serial|several|multiple|his|her|years|months|\d{4})\b)",
     re.IGNORECASE,
 )
 # the patient's course named earlier in the sentence makes a bare range after the name their own range
-_COURSE_BEFORE = re.compile(
+_COURSE_BEFORE = _compile(
     r"\b(?:since[ \t]+(?:\d{4}|last|her|his|then)|over[ \t]+the[ \t]+(?:past|last)|for[ \t]+the[ \t]+(?:past|last)"
     r"|(?:several|serial|multiple|repeated|many)[ \t]+(?:bmps?|cmps?|labs?|checks?|measurements?|values?|draws?|panels?|tests?|occasions)"
     r"|ha(?:s|ve)[ \t]+(?:run|ranged))\b",
     re.IGNORECASE,
 )
-_BASELINE_BEFORE = re.compile(r"\bbaseline[ \t:]*(?:of[ \t]*)?\Z", re.IGNORECASE)
+_BASELINE_BEFORE = _compile(r"\bbaseline[ \t:]*(?:of[ \t]*)?\Z", re.IGNORECASE)
 # time phrases between the values of a narrative trend ("11.8 yesterday and 10.9 today")
 _WHEN = (
     r"(?:yesterday|last) (?:morning|afternoon|evening)|the (?:next|following) (?:morning|day|evening)|next (?:morning|day)"
@@ -162,7 +167,7 @@ _TIMEPOINT = (
     r"|(?:at[ \t]+)?(?:\d{1,3}|five|ten|fifteen|twenty)[ \t]*-?[ \t]*min(?:ute)?s?\b"
     r"(?:[ \t]+(?:post|after)(?:[ \t-]?(?:excision|resection|removal)\b)?)?"
 )
-_TIME_SKIP = re.compile(
+_TIME_SKIP = _compile(
     rf"[ \t]*(?P<sep>[,;](?:[ \t]*and\b)?|and\b)?[ \t]*(?:(?P<point>{_TIMEPOINT})|{_WHEN}"
     r"|(?:over|during|in|for) (?:the )?(?:past|last) (?:\d+ )?(?:years?|months?|weeks?|days?|yrs?|mos?)"
     r"|improving|stable|rising|worsening|in (?:the )?(?:ed|er|clinic)|after [^,;.\n]{1,40}?(?=,)"
@@ -170,7 +175,7 @@ _TIME_SKIP = re.compile(
     re.IGNORECASE,
 )
 # "and improved to 9.8", ", now 2.4", ", repeat 11.4", "from baseline 1.7"
-_TREND_NEXT = re.compile(
+_TREND_NEXT = _compile(
     r"(?:[.;][ \t]+(?=(?:repeat|recheck)(?:ed)?\b)|[ \t]*[,;]?[ \t]*)(?:(?:and|but)[ \t]+)?"
     r"(?P<after>(?:after|following|with)[ \t]+[a-z][a-z \t-]{0,30}?[ \t]+(?=it[ \t]))?"  # "after repletion it is 3.2"
     r"(?:(?P<cop>which|that|it)[ \t]+(?:is|was|has[ \t]+been|had[ \t]+been|has|had|came[ \t]+back(?:[ \t]+at)?)[ \t]+)?"
@@ -186,13 +191,13 @@ _TREND_NEXT = re.compile(
     re.IGNORECASE,
 )
 # ", 1.01 at 0400", "and 10.9 today", ", 11.4 (Mar)": another value of a series, confirmed by its time
-_SERIES_NEXT = re.compile(
+_SERIES_NEXT = _compile(
     rf"[ \t]*(?:,|;|,?[ \t]*and)[ \t]*(?P<num>{_NUM})(?![\d/.:])"
     rf"(?=(?:[ \t]*(?:{_UNITS}))?(?:[ \t]*\((?:hh|ll|h|l)\)|[ \t]+(?:hh|ll|h|l)\b)?[ \t]+(?:{_WHEN})(?![a-z0-9]))",
     re.IGNORECASE,
 )
 # "Calcium 9.9, 10.2, 10.5": bare values in a comma list (two or more, of the same size as the first)
-_COMMA_LIST = re.compile(
+_COMMA_LIST = _compile(
     rf"(?:[ \t]*,[ \t]+{_NUM}(?![\d/:(]|[.,]\d|[ \t]*(?:%|x\b|(?:days?|weeks?|wks?|months?|mos?|years?|yrs?|hours?|hrs?|h|min"
     r"|mg|mcg|g|units?|iu|tabs?|cm|mm)\b)))" + "{2,}"
     # "10.9, 11.2 and 11.0"
@@ -201,81 +206,81 @@ _COMMA_LIST = re.compile(
     re.IGNORECASE,
 )
 # "with better binder adherence (was 6.6 in June)": a little prose, then a parenthesised earlier value
-_PROSE_PAREN = re.compile(r"[ \t]+[a-z][a-z \t'-]{0,38}?(?=[ \t]*\((?:was|prior|previous|baseline|up from|down from|peak|nadir)\b)", re.IGNORECASE)
-_PIPE_START = re.compile(r"[ \t]*\|")
+_PROSE_PAREN = _compile(r"[ \t]+[a-z][a-z \t'-]{0,38}?(?=[ \t]*\((?:was|prior|previous|baseline|up from|down from|peak|nadir)\b)", re.IGNORECASE)
+_PIPE_START = _compile(r"[ \t]*\|")
 _TIMEPOINT_WORDS = ("pre", "post", "intra", "five", "ten", "fifteen", "twenty", "non", "afr", "african", "black", "aa", "if")
 _RACE_LABEL = r"(?:if[ \t]+)?(?:non[ \t-]?)?(?:african[ \t-]*american|afr(?:ican)?\.?[ \t-]*am(?:er(?:ican)?)?\.?|black|aa)\b"
 # a time point or an eGFR race label between the name and the value ("eGFR Non-Afr Amer 28")
-_TIMEPOINT_CONNECTOR = re.compile(rf"[ \t]*(?:{_TIMEPOINT}|{_RACE_LABEL})[ \t]*[:=]?(?=[ \t]*(?:<=|>=|<|>)?[ \t]*\d)", re.IGNORECASE)
+_TIMEPOINT_CONNECTOR = _compile(rf"[ \t]*(?:{_TIMEPOINT}|{_RACE_LABEL})[ \t]*[:=]?(?=[ \t]*(?:<=|>=|<|>)?[ \t]*\d)", re.IGNORECASE)
 # ", today 9.3", "; pre-excision 241": the value right after a time label (see _continue)
 # a volume, a count or a dose after a number: "today 1 L fluid given", "2 amps"
-_QUANTITY_AFTER = re.compile(
+_QUANTITY_AFTER = _compile(
     r"[ \t]*(?:(?:l|ml|liters?)[ \t]+(?:ns|lr|ivf|fluids?|bolus|of|nacl|saline|d5\w*|positive|negative|net|uf|removed|given|out|in)\b"
     r"|(?:amps?|doses?|bags?|units?|tabs?|liters?|times|x)\b)",
     re.IGNORECASE,
 )
-_LABEL_VALUE = re.compile(rf"[ \t]*[:=]?[ \t]*(?:(?:was|is|of)[ \t]+)?(?P<num>{_NUM})(?![\d/]|[.,]\d)", re.IGNORECASE)
+_LABEL_VALUE = _compile(rf"[ \t]*[:=]?[ \t]*(?:(?:was|is|of)[ \t]+)?(?P<num>{_NUM})(?![\d/]|[.,]\d)", re.IGNORECASE)
 # "eGFR 31 (non-African American) / 36 (African American)": the second value of a race-specific pair
 _RACE = (r"\((?:if[ \t]+|for[ \t]+)?(?:non[ \t-]?)?(?:african[ \t-]*american|afr(?:ican)?\.?[ \t-]*am(?:er(?:ican)?)?\.?|black|aa)\b"
          r"[^)\n]{0,20}\)")
 # "Cr 2.04 (1.61)": the earlier value in parentheses (same precision, same order of size)
-_PAREN_MORE = re.compile(
+_PAREN_MORE = _compile(
     rf"[ \t]*(?:{_RACE}[ \t]*(?:/|or|,|;)?[ \t]*(?:egfr[ \t]*)?(?P<race>{_NUM})(?:[ \t]*(?:{_UNITS}))?[ \t]*{_RACE}"
     r"|\((?P<bare>\d+(?:\.\d+)?)\))",
     re.IGNORECASE,
 )
 # an aside between two values of a series: ", 2 L NS given," or "(PTH 230)" before ", now 11.9" / ", similar to 10.8"
-_ASIDE = re.compile(
+_ASIDE = _compile(
     r"[ \t]*(?:,[ \t]*(?P<clause>[^,;.\n()]{1,45}?)|\((?P<paren>[^()\n]{1,40})\)[ \t]*)"
     r"(?=,[ \t]*(?:and[ \t]+)?(?:\d|\.\d|now\b|then\b|repeat|recheck|subsequently|later|similar|compared|higher|lower|"
     r"slightly|unchanged|improved|decreased|increased|fell|dropped|declined|rose|climbed|down|up|back|peaked))",
     re.IGNORECASE,
 )
 _STRONG_BARE = frozenset("now then repeat repeated recheck rechecked".split())
-_DASH_DIGIT = re.compile(r"[ \t]*(?:-|–)[ \t]*\d")
-_DECIMAL_COMMA = re.compile(r"\d+,\d{1,2}")
-_CELL_FLAG = re.compile(r"\((hh|ll|h|l)\)|\b(hh|ll|h|l)\b|([↑↓])", re.IGNORECASE)
-_LIST_NUMBER = re.compile(r"\d{1,2}[.)](?:[ \t]|\Z)")
-_SENTENCE_START = re.compile(r"[\s\S]*(?:[;\n]|\.(?!\d))")
+_DASH_DIGIT = _compile(r"[ \t]*(?:-|–)[ \t]*\d")
+_DECIMAL_COMMA = _compile(r"\d+,\d{1,2}")
+_CELL_FLAG = _compile(r"\((hh|ll|h|l)\)|\b(hh|ll|h|l)\b|([↑↓])", re.IGNORECASE)
+_LIST_NUMBER = _compile(r"\d{1,2}[.)](?:[ \t]|\Z)")
+_SENTENCE_START = _compile(r"[\s\S]*(?:[;\n]|\.(?!\d))")
 _KIN = r"\b(?:mother|father|sister|brother|mom|dad|sibling|aunt|uncle|grandmother|grandfather|cousin|daughter|son|twin)"
-_FAMILY = re.compile(rf"{_KIN}'s\b", re.IGNORECASE)  # "her father's PTH was 70": the rest of the sentence is the relative's
-_FAMILY_CLAUSE = re.compile(rf"{_KIN}\b[^,;\n]{{0,25}}?\b(?:had|has|was|with)\b[^,]*\Z", re.IGNORECASE)  # "Mother (XLH) had phos 1.9"
-_FAMILY_SUBJECT = re.compile(
+_FAMILY = _compile(rf"{_KIN}'s\b", re.IGNORECASE)  # "her father's PTH was 70": the rest of the sentence is the relative's
+_FAMILY_CLAUSE = _compile(rf"{_KIN}\b[^,;\n]{{0,25}}?\b(?:had|has|was|with)\b[^,]*\Z", re.IGNORECASE)  # "Mother (XLH) had phos 1.9"
+_FAMILY_SUBJECT = _compile(
     rf"[ \t]*(?:[-*•][ \t]*)?(?:(?:her|his|their|pt'?s|patient'?s)[ \t]+)?(?:(?:maternal|paternal|older|younger|identical)[ \t]+)?"
     rf"{_KIN}s?\b(?:[ \t]*[,:(]|[^,;\n]{{0,40}}?\b(?:with(?![ \t]+(?:her|him|them|pt|patient|the[ \t]+patient)\b)|had|has|was|diagnosed|underwent|s/p|also)\b)",
     re.IGNORECASE,
 )
-_NOT_PATIENT_JUST_BEFORE = re.compile(r"\b(?:donor|post-?filter|circuit|dialysate|bath)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
-_THRESHOLD_CUE = re.compile(r"\b(?:given|because|if|goal|target|keep|hold|until|once|unless|when|aim|maintain|titrate|replete|call|notify|prn|criteria|eligible|threshold)\b", re.IGNORECASE)
-_SCREEN_CUES = re.compile(  # any word the screens below look for (also inside words): a cheap first test
+_NOT_PATIENT_JUST_BEFORE = _compile(r"\b(?:donor|post-?filter|circuit|dialysate|bath)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
+_THRESHOLD_CUE = _compile(r"\b(?:given|because|if|goal|target|keep|hold|until|once|unless|when|aim|maintain|titrate|replete|call|notify|prn|criteria|eligible|threshold)\b", re.IGNORECASE)
+_SCREEN_CUES = _compile(  # any word the screens below look for (also inside words): a cheap first test
     "(?:" + trie_pattern(
         "mother father sister brother mom dad sibling aunt uncle grand cousin daughter son twin donor post-filter "
         "postfilter circuit dialysate bath goal target aim keep if hold until once unless when titrate replete call "
         "notify prn criteria eligible threshold given because".split()
     ) + ")"
 )
-_GOAL_JUST_BEFORE = re.compile(r"\b(?:goal|target|aim|keep)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
-_PIPE_CELL = re.compile(
+_GOAL_JUST_BEFORE = _compile(r"\b(?:goal|target|aim|keep)\b[^,;.\n]{0,12}\Z", re.IGNORECASE)
+_PIPE_CELL = _compile(
     rf"[ \t]*\|[ \t]*(?:(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?![\d/:-]|[.,]\d)(?P<flag>[ \t]*(?:\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?[ \t]*)?(?=\|)",
     re.IGNORECASE,
 )
 # basic metabolic panel shorthand: "138/4.9/104/20/62/4.4<118" (Na/K/Cl/CO2/BUN/Cr<Glu) and the fishbone
 # "139 | 103 | 24 / 4.1 | 26 | 1.9" (Na | Cl | BUN over K | CO2 | Cr), on one line or drawn over three
-_BMP_SLASH = re.compile(
+_BMP_SLASH = _compile(
     r"(?P<na>1[1-7]\d)(?<![\d./]\d{3})[ \t]*/[ \t]*(?P<k>\d(?:\.\d{1,2})?)[ \t]*/[ \t]*(?P<cl>[6-9]\d|1[0-3]\d)[ \t]*/[ \t]*"
     r"(?P<co2>\d{1,2})[ \t]*/[ \t]*(?P<bun>\d{1,3})[ \t]*/[ \t]*(?P<cr>\d{1,2}(?:\.\d{1,2})?)(?![\d/.]|\.\d)(?:[ \t]*[/<][ \t]*\d{2,4})?"
 )
-_BMP_GATE = re.compile(r"1[1-7]\d[ \t]*[/|]")
-_BMP_BONE = re.compile(
+_BMP_GATE = _compile(r"1[1-7]\d[ \t]*[/|]")
+_BMP_BONE = _compile(
     r"(?P<na>1[1-7]\d)(?<![\d.]\d{3})[ \t]*\|[ \t]*(?P<cl>[6-9]\d|1[0-3]\d)[ \t]*\|[ \t]*(?P<bun>\d{1,3})[ \t]*/?[ \t]*"
     r"(?:\n[ \t]*-{3,}[ \t]*(?:<[ \t]*\d{2,4})?[ \t]*\n[ \t]*|[ \t]*)"
     r"(?P<k>\d(?:\.\d{1,2})?)[ \t]*\|[ \t]*(?P<co2>\d{1,2})[ \t]*\|[ \t]*(?P<cr>\d{1,2}(?:\.\d{1,2})?)(?![\d.])"
 )
 
 
-_DIGIT = re.compile(r"\d")
-_CELL_SPLIT = re.compile(r"[^\t|]+?(?=[ \t]{2,}|\t|[ \t]*\||[ \t]*$)", re.MULTILINE)
-_DATA_CELL = re.compile(rf"(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*(?P<flag>\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?\Z", re.IGNORECASE)
+_DIGIT = _compile(r"\d")
+_CELL_SPLIT = _compile(r"[^\t|]+?(?=[ \t]{2,}|\t|[ \t]*\||[ \t]*$)", re.MULTILINE)
+_DATA_CELL = _compile(rf"(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?:[ \t]*(?P<flag>\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?\Z", re.IGNORECASE)
 _ROW_HEAD_WORDS = frozenset("date time day labs lab collected drawn result results hd pod visit".split())
 
 
@@ -297,7 +302,7 @@ def _column_flag(cell: str) -> str | None:
     return (found.group(1) or found.group(2) or {"↑": "h", "↓": "l"}[found.group(3)]).lower()
 
 
-_COLUMN_RE = re.compile(
+_COLUMN_RE = _compile(
     rf"[ \t]{{2,}}(?P<cmp><=|>=|<|>)?(?P<num>{_NUM})(?![\d/:-]|[.,]\d)"
     r"(?:[ \t]*(?:\((?:hh|ll|h|l)\)|(?:hh|ll|h|l)\b|[↑↓*]))?",
     re.IGNORECASE,
@@ -338,7 +343,7 @@ class Normalised:
     plausible: bool
 
 
-_CLOCK_TIME = re.compile(r"0\d{3}(?![\d.])")  # "0600"
+_CLOCK_TIME = _compile(r"0\d{3}(?![\d.])")  # "0600"
 
 
 class LabExtractor:
@@ -360,27 +365,27 @@ class LabExtractor:
         # The whole-text scans run case-sensitively over the lower-cased text (synonyms are lower case),
         # which is several times cheaper than IGNORECASE; the IGNORECASE forms serve texts whose
         # lower-casing changes their length (offsets would no longer line up).
-        self.name_re = re.compile(name, re.IGNORECASE)
-        self.pair_re = re.compile(pair, re.IGNORECASE)
-        self.name_lc = re.compile(name.replace("A-Za-z", "a-z"))
-        self.pair_lc = re.compile(pair.replace("A-Za-z", "a-z"))
-        self.pair_split = re.compile(r"[ \t]*/[ \t]*")
+        self.name_re = _compile(name, re.IGNORECASE)
+        self.pair_re = _compile(pair, re.IGNORECASE)
+        self.name_lc = _compile(name.replace("A-Za-z", "a-z"))
+        self.pair_lc = _compile(pair.replace("A-Za-z", "a-z"))
+        self.pair_split = _compile(r"[ \t]*/[ \t]*")
         # dictation: "BUN and creatinine of 45 and 3.2", "calcium and PTH were 11.2 and 88"
         both = (
             rf"(?<![A-Za-z0-9])(?P<names>(?:{alternation})[ \t]+(?:and|&)[ \t]+(?:{alternation}))(?![A-Za-z])"
             rf"[ \t]*(?:(?:of|were|was|are|is|levels?|values?|at|respectively)[ \t]+){{0,2}}[:=]?[ \t]*"
             rf"(?P<values>{_NUM}(?:[ \t]+(?:and|&)[ \t]+|[ \t]*/[ \t]*){_NUM})(?![\d/]|[.,]\d)"
         )
-        self.both_re = re.compile(both, re.IGNORECASE)
-        self.both_lc = re.compile(both.replace("A-Za-z", "a-z"))
-        self.both_split = re.compile(r"[ \t]+(?:and|&)[ \t]+|[ \t]*/[ \t]*", re.IGNORECASE)
+        self.both_re = _compile(both, re.IGNORECASE)
+        self.both_lc = _compile(both.replace("A-Za-z", "a-z"))
+        self.both_split = _compile(r"[ \t]+(?:and|&)[ \t]+|[ \t]*/[ \t]*", re.IGNORECASE)
         patterns = [r["pattern"] for r in resources.lab_veto_rules()]
-        self.vetoes = [re.compile(p, re.IGNORECASE) for p in patterns]
+        self.vetoes = [_compile(p, re.IGNORECASE) for p in patterns]
         # One alternation instead of one scan per pattern; lower-cased (to scan the lower-cased text
         # case-sensitively) only when no pattern has an upper-case escape (\\D, \\S, \\W, \\B, \\A, \\Z).
         combined = "|".join(f"(?:{p})" for p in patterns)
-        self.veto_lc = None if re.search(r"\\[A-Z]", combined) else re.compile(combined.lower())
-        self.veto_any = re.compile(combined, re.IGNORECASE)
+        self.veto_lc = None if re.search(r"\\[A-Z]", combined) else _compile(combined.lower())
+        self.veto_any = _compile(combined, re.IGNORECASE)
 
     def _analyte(self, name: str) -> str | None:
         key = " ".join(name.lower().split())
@@ -404,6 +409,18 @@ class LabExtractor:
                 yield found
 
     def extract(self, text: str) -> list[LabValue]:
+        if "\r" in text:
+            # Windows line endings read as the line breaks they are (same length: offsets hold); each
+            # value's text is the note's own
+            scan = text.replace("\r\n", " \n")
+            out = []
+            for v in self._extract(scan):
+                a, b = v.start, v.start + len(v.text)
+                out.append(replace(v, text=text[a:b]) if "\r" in text[a:b] and scan[a:b] == v.text else v)
+            return out
+        return self._extract(text)
+
+    def _extract(self, text: str) -> list[LabValue]:
         low = text.lower()
         if len(low) == len(text):
             scan, name_re, pair_re, both_re = low, self.name_lc, self.pair_lc, self.both_lc
@@ -872,7 +889,7 @@ class _Series:
 
     def __init__(self, lower: bool) -> None:
         def rx(r: re.Pattern) -> re.Pattern:
-            return re.compile(r.pattern) if lower else r
+            return _compile(r.pattern) if lower else r
 
         self.col, self.skip, self.arrow = rx(_COLUMN_RE), rx(_TIME_SKIP), rx(_ARROW_RE)
         self.paren, self.paren_when, self.paren_more = rx(_PAREN_RE), rx(_PAREN_WHEN_RE), rx(_PAREN_MORE)

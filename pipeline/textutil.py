@@ -31,3 +31,52 @@ def trie_pattern(words) -> str:
         return f"(?:{body})?" if ends else body
 
     return build(trie)
+
+
+def blanks(pattern: str) -> str:
+    """``pattern`` with each literal space (outside a character class) matching any run of blanks and tabs.
+
+    Phrases written with one space ("on admit", "up from") then also read notes typed with two spaces or
+    a tab between the words; ``" ?"`` becomes ``"[ \\t]?"``. Not for verbose patterns (spaces are ignored there).
+    """
+    out = []
+    i, n = 0, len(pattern)
+    in_class = False
+    depth = 0  # open groups
+    behind = []  # depths of the open look-behinds (fixed width: spaces there stay as written)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+        elif ch == "(":
+            depth += 1
+            if pattern.startswith(("(?<=", "(?<!"), i):
+                behind.append(depth)
+        elif ch == ")":
+            if behind and behind[-1] == depth:
+                behind.pop()
+            depth -= 1
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+            i += 1
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":  # a "]" first in the class is a literal
+                out.append("]")
+                i += 1
+            continue
+        elif ch == " " and not behind:
+            nxt = pattern[i + 1 : i + 2]
+            out.append(r"[ \t]" if nxt and nxt in "?*+{" else r"[ \t]+")
+            i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)

@@ -434,3 +434,36 @@ def test_dictated_trends_and_spoken_units(x, text, expected):
 def test_spoken_unit_converts():
     n = UnitTable().normalise("creatinine", 1.9, "milligrams per deciliter")
     assert (n.value_std, n.unit_std) == (1.9, "mg/dL")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # a series read through a time label or an aside, typed with two spaces or a tab between words
+        ("Ca 12.8 on  arrival, 2 L NS given, now  11.9.", [("calcium", 12.8), ("calcium", 11.9)]),
+        ("Calcium 13.9 on\tarrival, received 3 L NS and calcitonin, 11.6 the next  morning.",
+         [("calcium", 13.9), ("calcium", 11.6)]),
+        ("Calcium 12.2 yesterday  afternoon, 11.0 this  morning.", [("calcium", 12.2), ("calcium", 11.0)]),
+        ("Ca 7.2 this AM (pre-op  10.8), iCa 0.88.", [("calcium", 7.2), ("calcium", 10.8), ("ionized_calcium", 0.88)]),
+    ],
+)
+def test_runs_of_blanks_between_words_read_as_one_space(x, text, expected):
+    assert [(v.analyte, v.value) for v in x.extract(text)] == expected
+    assert [(v.analyte, v.value) for v in x.extract(" ".join(text.split()))] == expected
+
+
+def test_windows_line_endings_read_as_line_breaks(x):
+    fishbone = "Chem 7:\n134 | 100 | 31 /\n---------------- < 142\n3.4 | 22  | 1.6 \\\nCa 7.6  Mg 1.5  Phos 2.0\n"
+    windows = fishbone.replace("\n", "\r\n")
+    expected = [("bun", 31), ("creatinine", 1.6), ("calcium", 7.6), ("magnesium", 1.5), ("phosphate", 2.0)]
+    assert [(v.analyte, v.value) for v in x.extract(fishbone)] == expected
+    found = x.extract(windows)
+    assert [(v.analyte, v.value) for v in found] == expected
+    assert all(windows[v.start : v.end] == v.text for v in found)  # the note's own offsets and text
+
+
+def test_written_spaces_widen_only_outside_classes_and_look_behinds():
+    from pipeline.textutil import blanks
+
+    assert blanks(r"on admit|pod ?#?\d+") == r"on[ \t]+admit|pod[ \t]?#?\d+"
+    assert blanks(r"(?<!a b)[a-z ]x y") == r"(?<!a b)[a-z ]x[ \t]+y"  # look-behinds must keep a fixed width
