@@ -13,7 +13,7 @@ _EXTENSIONS = {
     "calc_sentence_tokens": None,  # list[int]: token index of each sentence start (calc_sentences)
     "calc_sections": None,  # tuple[Section, ...] in text order
     "calc_matches": None,  # dict[str, list[Match]] from the shared phrase matcher (token indices of
-                           # nlp.joined_doc(doc) when the doc has gaps inside running text)
+                           # the doc without its gaps inside running text when it has some: nlp.Gaps)
     "calc_abbreviations": None,  # tuple[(short_start, short_end, long_text), ...]
     "calc_mentions": None,  # tuple[Mention, ...]
     "calc_conditions": None,  # tuple[Condition, ...]

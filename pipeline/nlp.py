@@ -24,7 +24,7 @@ from typing import Iterable
 
 import numpy
 import spacy
-from spacy.attrs import IDX, IS_SPACE, ORTH, SENT_START, SPACY
+from spacy.attrs import IDX, IS_SPACE, LOWER, ORTH, SENT_START
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -299,13 +299,19 @@ class VocabularyMatcher:
     def __init__(self, nlp: Language) -> None:
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
         self.labels: dict[int, tuple[str, str, str]] = {}
+        self.goes_on: set[int] = set()  # LOWER of words a phrase goes on after, and of words that continue one
+        self.continues: set[int] = set()
         make = nlp.make_doc
 
         def add(kind: str, a: str, b: str, phrases: Iterable[str]) -> None:
             key = f"{kind}|{a}|{b}"
             key_id = nlp.vocab.strings.add(key)
             self.labels[key_id] = (kind, a, b)
-            self.matcher.add(key, [make(p) for p in phrases])
+            docs = [make(p) for p in phrases]
+            for d in docs:
+                self.goes_on.update(t.lower for t in d[:-1])
+                self.continues.update(t.lower for t in d[1:])
+            self.matcher.add(key, docs)
 
         for concept, rows in resources.mention_rules().items():
             by_site: dict[str, list[str]] = {}
@@ -340,12 +346,34 @@ class VocabularyMatcher:
         groups: dict[str, list[Match]] = {"M": [], "V": [], "S": [], "L": [], "C": [], "K": []}
         labels = self.labels
         make = tuple.__new__  # Match(start, end, kind, a, b) without the keyword-handling __new__
-        joined = joined_of(doc)
-        for key, start, end in self.matcher(doc if joined is None else joined[0]):
-            label = labels[key]
-            groups[label[0]].append(make(Match, (start, end) + label))
+        gaps = gaps_of(doc)
+        if gaps is None:
+            for key, start, end in self.matcher(doc):
+                label = labels[key]
+                groups[label[0]].append(make(Match, (start, end) + label))
+        else:
+            upto = gaps.upto  # matches in the doc without its gaps (see Gaps)
+            for key, start, end in self.matcher(doc):
+                label = labels[key]
+                groups[label[0]].append(make(Match, (upto[start] - 1, upto[end - 1]) + label))
+            for key, start, end in self._across(doc, gaps):
+                label = labels[key]
+                groups[label[0]].append(make(Match, (start, end) + label))
         put(doc, "calc_matches", {kind: filter_longest(ms) if ms else ms for kind, ms in groups.items()})
         return doc
+
+    def _across(self, doc: Doc, gaps: "Gaps") -> list[tuple[int, int, int]]:
+        """Matches that run across a gap, in the indices of the doc without its gaps. Only a gap between a
+        word that can go on a phrase and a word that can continue one is looked at (after a period, at most
+        line ends, there is none); then the words without the gaps are matched again."""
+        lower = doc.to_array(LOWER)
+        if not any(int(lower[g - 1]) in self.goes_on and int(lower[g + 1]) in self.continues for g in gaps.gaps):
+            return []
+        strings = doc.vocab.strings
+        words = [strings[int(o)] for o in doc.to_array(ORTH)[gaps.keep].tolist()]
+        keep = gaps.keep
+        return [(key, s, e) for key, s, e in self.matcher(Doc(doc.vocab, words=words))
+                if keep[e - 1] - keep[s] != e - s - 1]  # spans a gap (the others were found in the doc)
 
 
 # whitespace that spaCy makes a token of: a run of blanks, a tab, a carriage return, a no-break space,
@@ -353,40 +381,55 @@ class VocabularyMatcher:
 _GAP_HINT = re.compile(r"[^\S \n]|  |\n | \n")
 
 
-def _is_gap(doc: Doc, i: int) -> bool:
-    """Is space token ``i`` a gap inside running text (not a blank line, not the doc's edge)?"""
-    return 0 < i < len(doc) - 1 and doc[i].text.count("\n") <= 1 and not doc[i - 1].is_space and not doc[i + 1].is_space
+def _may_have_gaps(text: str) -> bool:
+    """A cheap first test for :func:`find_gaps` (substring tests are several times faster than the regex)."""
+    if "  " in text or "\t" in text or "\r" in text or "\n " in text or " \n" in text:
+        return True
+    return not text.isascii() and _GAP_HINT.search(text) is not None
 
 
-def joined_doc(doc: Doc) -> tuple[Doc, list[int]] | None:
-    """The doc without its gaps inside running text, and the doc token of each of its tokens.
+class Gaps:
+    """The gaps of a doc inside running text, and the doc seen without them.
 
     spaCy makes any whitespace other than one space a token of its own ("aortic  valve",
     "calcified\tgranuloma", "calcified\r\ngranuloma", "calcified \ngranuloma"), so a phrase or a
     neighbour across it would be one token further away than in the same note typed with single spaces.
-    The rule components work on this doc instead (see :class:`DocView`); offsets they report are the
-    original doc's. None when the doc has no such gap. A blank line is no gap."""
-    gaps = [i for i in numpy.flatnonzero(doc.to_array(IS_SPACE)).tolist() if _is_gap(doc, i)]
-    if not gaps:
-        return None
-    gap_set = set(gaps)
-    keep = [i for i in range(len(doc)) if i not in gap_set]
-    attrs = doc.to_array([ORTH, SPACY])
-    strings = doc.vocab.strings
-    words = [strings[int(attrs[i, 0])] for i in keep]
-    spaces = [bool(attrs[i, 1]) or (i + 1) in gap_set for i in keep]
-    return Doc(doc.vocab, words=words, spaces=spaces), keep
+    The rule components count tokens without them (matches, sentences, distances: see :class:`DocView`);
+    offsets they report are the note's. A blank line is no gap.
+
+    ``gaps``: doc tokens that are gaps; ``keep``: the doc token of each token of the doc without them;
+    ``upto[i]``: how many tokens of ``doc[0 : i + 1]`` are kept (doc token i -> ``upto[i] - 1``).
+    """
+
+    __slots__ = ("gaps", "keep", "upto")
+
+    def __init__(self, doc: Doc, gaps: list[int]) -> None:
+        self.gaps = gaps
+        kept = numpy.ones(len(doc), dtype=bool)
+        kept[gaps] = False
+        self.keep = numpy.flatnonzero(kept).tolist()
+        self.upto = numpy.cumsum(kept).tolist()
 
 
-_last_joined: list = [None, None]  # [doc, its joined_doc], shared by the components of one doc
+def find_gaps(doc: Doc) -> Gaps | None:
+    """The doc's :class:`Gaps`, or None when it has none."""
+    spaces = numpy.flatnonzero(doc.to_array(IS_SPACE)).tolist()
+    n = len(doc)
+    space_set = set(spaces)
+    gaps = [i for i in spaces if 0 < i < n - 1 and i - 1 not in space_set and i + 1 not in space_set
+            and doc[i].text.count("\n") <= 1]
+    return Gaps(doc, gaps) if gaps else None
 
 
-def joined_of(doc: Doc) -> tuple[Doc, list[int]] | None:
-    """:func:`joined_doc` of ``doc``, built once for the components that run one after another on it
+_last_gaps: list = [None, None]  # [doc, its Gaps], shared by the components of one doc
+
+
+def gaps_of(doc: Doc) -> Gaps | None:
+    """:func:`find_gaps` of ``doc``, found once for the components that run one after another on it
     (kept off the Doc: Docs stay serialisable for multi-process ``nlp.pipe``)."""
-    if _last_joined[0] is not doc:
-        _last_joined[:] = [doc, joined_doc(doc) if _GAP_HINT.search(text_of(doc)) else None]
-    return _last_joined[1]
+    if _last_gaps[0] is not doc:
+        _last_gaps[:] = [doc, find_gaps(doc) if _may_have_gaps(text_of(doc)) else None]
+    return _last_gaps[1]
 
 
 @Language.factory("calc_matcher")
@@ -400,41 +443,49 @@ def make_matcher(nlp: Language, name: str) -> VocabularyMatcher:
 
 class LowerTexts:
     """Lower-case token texts on demand, a sentence at a time: only sentences with a match are
-    ever looked at, and the scope and linking checks around one match stay inside its sentence."""
+    ever looked at, and the scope and linking checks around one match stay inside its sentence.
+    Indices are those of the doc without its gaps (``keep``: the doc token of each), see :class:`Gaps`."""
 
-    __slots__ = ("doc", "starts", "blocks")
+    __slots__ = ("doc", "starts", "blocks", "keep", "n")
 
-    def __init__(self, doc: Doc, sent_starts: list[int]) -> None:
+    def __init__(self, doc: Doc, sent_starts: list[int], keep: list[int] | None = None) -> None:
         self.doc = doc
         self.starts = sent_starts
         self.blocks: dict[int, tuple[int, list[str]]] = {}  # sentence start -> (end, lower texts)
+        self.keep = keep
+        self.n = len(doc) if keep is None else len(keep)
+
+    def _texts(self, a: int, b: int) -> list[str]:
+        if self.keep is None:
+            return [t.lower_ for t in self.doc[a:b]]
+        doc = self.doc
+        return [doc[i].lower_ for i in self.keep[a:b]]
 
     def _block(self, i: int) -> tuple[int, int, list[str]]:
         k = bisect_right(self.starts, i) - 1
         s = self.starts[k] if k >= 0 else 0
         hit = self.blocks.get(s)
         if hit is None:
-            e = self.starts[k + 1] if k + 1 < len(self.starts) else len(self.doc)
-            hit = self.blocks[s] = (e, [t.lower_ for t in self.doc[s:e]])
+            e = self.starts[k + 1] if k + 1 < len(self.starts) else self.n
+            hit = self.blocks[s] = (e, self._texts(s, e))
         return s, hit[0], hit[1]
 
     def __getitem__(self, key):
         if isinstance(key, slice):
-            n = len(self.doc)
-            a, b, _ = key.indices(n)
+            a, b, step = key.indices(self.n)
             if b <= a:
                 return []
             s, e, block = self._block(a)
             if b <= e and key.step is None:
                 return block[a - s : b - s]
-            return [t.lower_ for t in self.doc[key]]
+            return self._texts(a, b)[::step]
         if key < 0:
-            key += len(self.doc)
+            key += self.n
         s, _, block = self._block(key)
         return block[key - s]
 
     def __len__(self) -> int:
-        return len(self.doc)
+        return self.n
 
 
 class DocView:
@@ -444,14 +495,14 @@ class DocView:
                  "triggers", "sections", "section_starts", "_by_sentence")
 
     def __init__(self, doc: Doc) -> None:
-        self.source = doc
+        self.source = self.doc = doc
         self.n_source = len(doc)
-        joined = joined_of(doc)
-        # token indices (matches, sentences, texts) are the joined doc's when the doc has gaps
-        # (see joined_doc); character offsets are always the note's
-        self.doc, self.keep = (doc, None) if joined is None else joined
-        self.idx = None if joined is None else doc.to_array(IDX)[self.keep].tolist()
-        self.n_tokens = len(self.doc)
+        gaps = gaps_of(doc)
+        # token indices (matches, sentences, texts) count the doc's tokens without its gaps (see Gaps);
+        # character offsets are always the note's
+        self.keep = None if gaps is None else gaps.keep
+        self.idx = None if gaps is None else doc.to_array(IDX)[self.keep].tolist()
+        self.n_tokens = len(doc) if gaps is None else len(self.keep)
         self.matches = get(doc, "calc_matches")
         self.text = text_of(doc)
         tokens = get(doc, "calc_sentence_tokens")
@@ -460,7 +511,7 @@ class DocView:
         if self.keep is not None:
             tokens = [bisect_left(self.keep, t) for t in tokens]
         self.sent_starts = tokens or [0]
-        self.texts = LowerTexts(self.doc, self.sent_starts)
+        self.texts = LowerTexts(doc, self.sent_starts, self.keep)
         self.triggers = clean_triggers(self.matches["C"])
         self.sections = get(doc, "calc_sections") or ()
         self.section_starts = [s.start for s in self.sections]
@@ -469,18 +520,20 @@ class DocView:
     def sentence(self, token: int) -> tuple[int, int]:
         i = bisect_right(self.sent_starts, token) - 1
         start = self.sent_starts[max(i, 0)]
-        end = self.sent_starts[i + 1] if i + 1 < len(self.sent_starts) else len(self.doc)
+        end = self.sent_starts[i + 1] if i + 1 < len(self.sent_starts) else self.n_tokens
         return start, end
 
     def char(self, token: int) -> int:
         """Character offset in the note of a token."""
         return self.doc[token].idx if self.idx is None else self.idx[token]
 
+    def token(self, i: int):
+        return self.doc[i] if self.keep is None else self.doc[self.keep[i]]
+
     def char_bounds(self, start: int, end: int) -> tuple[int, int]:
-        doc = self.doc
-        while end > start + 1 and doc[end - 1].is_space:
+        while end > start + 1 and self.token(end - 1).is_space:
             end -= 1
-        return self.char(start), self.char(end - 1) + len(doc[end - 1])
+        return self.char(start), self.char(end - 1) + len(self.token(end - 1))
 
     def tokens(self, start_char: int, end_char: int) -> tuple[int, int] | None:
         """The tokens covering characters [start_char, end_char) of the note (expanded to whole tokens)."""
@@ -489,7 +542,7 @@ class DocView:
             return None
         if self.keep is None:
             return span.start, span.end
-        return bisect_left(self.keep, span.start), bisect_left(self.keep, span.end)
+        return bisect_left(self.keep, span.start), bisect_left(self.keep, span.end)  # (a gap never starts a span)
 
     def section_at(self, char: int) -> Section | None:
         i = bisect_right(self.section_starts, char) - 1
@@ -1041,7 +1094,7 @@ class MentionFinder:
             if gap and all(t in _COORDINATION or (and_or and t in _PREPOSITIONS) for t in gap) and any(
                 t in _CONJUNCTIONS for t in gap
             ):
-                if not any(t in _AND_OR for t in gap) and x.end < len(view.doc) and not (
+                if not any(t in _AND_OR for t in gap) and x.end < view.n_tokens and not (
                     view.texts[x.end] in _LIST_END or x.end in starts
                 ):
                     break  # "(calcified nodes, RUL scarring, ...)": a list of findings, not of places
@@ -1083,7 +1136,7 @@ class MentionFinder:
     def _laterality(self, view: DocView, m: Match, linked: list[Match], lats: list[Match]) -> str | None:
         anchors = [m] + linked
         best, best_cost = None, 7
-        n = len(view.doc)
+        n = view.n_tokens
         for lat in lats:
             if lat.end < n and view.texts[lat.end] in _NOT_LATERALITY_NEXT:
                 continue  # "right coronary artery", "left ventricle"
