@@ -120,6 +120,16 @@ def test_assess_assertions_rejects_spans_outside_the_text():
         pipeline.assess_assertions("No fever.", [(3, 40)])
 
 
+@pytest.mark.parametrize("text", [
+    "INDICATION: Evaluate for calciphylaxis in the setting of ESRD on hemodialysis.",
+    "Reason for exam: assess for calciphylaxis in known ESRD on hemodialysis.",
+])
+def test_the_setting_of_an_exam_is_not_what_it_looks_for(nlp, text):
+    doc = nlp(text)
+    assert [(m.text, m.assertion) for m in doc._.calc_mentions] == [("calciphylaxis", "hypothetical")]
+    assert [(c.condition, c.assertion) for c in doc._.calc_conditions] == [("esrd", "present"), ("dialysis", "present")]
+
+
 def test_conditions_with_assertion_and_ckd_stage(nlp):
     doc = nlp("HPI: 61M with CKD stage IV and secondary hyperparathyroidism. Denies sarcoidosis.")
     found = {(c.condition, c.detail, c.assertion) for c in doc._.calc_conditions}
