@@ -20,6 +20,7 @@ forward trigger, so the granuloma is *present* and "effusion" is *negated*.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from typing import Sequence
 
@@ -45,12 +46,19 @@ def _words(token_texts: Sequence[str], start: int, end: int) -> int:
     "[**2119**]" and punctuation do not stretch a scope)."""
     if end - start <= 0:
         return 0
-    return sum(1 for t in token_texts[start:end] if any(ch.isalnum() for ch in t))
+    return sum(map(_has_word, token_texts[start:end]))
+
+
+@functools.lru_cache(maxsize=65536)
+def _has_word(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
 
 def clean_triggers(matches: Sequence[Match]) -> list[Match]:
     """Drop triggers overlapped by a pseudo-trigger; keep terminators and asserting triggers."""
     pseudo = [m for m in matches if m.a == "pseudo"]
+    if not pseudo:
+        return list(matches)
     out = []
     for m in matches:
         if m.a == "pseudo":

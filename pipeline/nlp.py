@@ -246,7 +246,7 @@ class Abbreviations:
                 short_end = doc[item["short_end"] - 1].idx + len(doc[item["short_end"] - 1])
                 found.append((short_start, short_end, item["long_text"]))
             doc._.abbreviations = []
-        put(doc, "calc_abbreviations", tuple(found))
+        put(doc, "calc_abbreviations", tuple(sorted(found)))  # in text order (scispaCy's order varies run to run)
         return doc
 
 
@@ -492,7 +492,7 @@ class DocView:
     """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
 
     __slots__ = ("source", "doc", "keep", "idx", "n_source", "n_tokens", "matches", "text", "sent_starts", "texts",
-                 "triggers", "sections", "section_starts", "_by_sentence")
+                 "triggers", "trigger_starts", "sections", "section_starts", "_by_sentence")
 
     def __init__(self, doc: Doc) -> None:
         self.source = self.doc = doc
@@ -513,6 +513,7 @@ class DocView:
         self.sent_starts = tokens or [0]
         self.texts = LowerTexts(doc, self.sent_starts, self.keep)
         self.triggers = clean_triggers(self.matches["C"])
+        self.trigger_starts = [t.start for t in self.triggers]
         self.sections = get(doc, "calc_sections") or ()
         self.section_starts = [s.start for s in self.sections]
         self._by_sentence: dict[int, list[Match]] = {}
@@ -551,7 +552,14 @@ class DocView:
     def sentence_triggers(self, s: int, e: int) -> list[Match]:
         found = self._by_sentence.get(s)
         if found is None:
-            found = self._by_sentence[s] = [t for t in self.triggers if t.start >= s and t.end <= e]
+            triggers = self.triggers  # in text order
+            i = bisect_left(self.trigger_starts, s)
+            found = []
+            while i < len(triggers) and triggers[i].start < e:
+                if triggers[i].end <= e:
+                    found.append(triggers[i])
+                i += 1
+            self._by_sentence[s] = found
         return found
 
     def assertion(self, start: int, end: int):
