@@ -119,11 +119,21 @@ def assess(
     if section is not None and section.kind in SECTION_ASSERTIONS:
         found.setdefault(SECTION_ASSERTIONS[section.kind], f"section:{section.title.lower()}")
 
-    return Assertion(
-        negated="negated" in found,
-        possible="possible" in found,
-        historical="historical" in found,
-        hypothetical="hypothetical" in found,
-        family="family" in found,
-        triggers=tuple(f"{cat}:{text}" for cat, text in found.items()),
-    )
+    key = tuple(found.items())
+    assertion = _ASSERTIONS.get(key)
+    if assertion is None:
+        if len(_ASSERTIONS) >= 4096:
+            _ASSERTIONS.clear()
+        assertion = _ASSERTIONS[key] = Assertion(
+            negated="negated" in found,
+            possible="possible" in found,
+            historical="historical" in found,
+            hypothetical="hypothetical" in found,
+            family="family" in found,
+            triggers=tuple(f"{cat}:{text}" for cat, text in found.items()),
+        )
+    return assertion
+
+
+# Assertions are immutable and few distinct ones occur (most targets have no trigger): each is built once
+_ASSERTIONS: dict[tuple, Assertion] = {}

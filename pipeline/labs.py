@@ -346,6 +346,9 @@ class Normalised:
 _CLOCK_TIME = _compile(r"0\d{3}(?![\d.])")  # "0600"
 
 
+_ANY_VALUE = ((-math.inf, math.inf),)
+
+
 class LabExtractor:
     """Finds lab values in a text; see the module docstring."""
 
@@ -394,7 +397,10 @@ class LabExtractor:
         return self.analyte_of.get(key)
 
     def _plausible(self, analyte: str, value: float) -> bool:
-        return any(lo <= value <= hi for lo, hi in self.plausible.get(analyte, [(-math.inf, math.inf)]))
+        for lo, hi in self.plausible.get(analyte, _ANY_VALUE):
+            if lo <= value <= hi:
+                return True
+        return False
 
     @staticmethod
     def _pairs(scan: str, pair_re: re.Pattern, names: list[re.Match]):

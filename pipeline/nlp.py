@@ -64,7 +64,8 @@ _SENT_BREAK = re.compile(
     (?:
       (?<=\n)(?:
           (?P<para>[ \t]*\n\s*)                # blank line
-        | (?P<line>[ \t]*)(?=\S)                # new line (judged below)
+        | (?<=[.:;!?]\n)(?P<after>[ \t]*)(?=\S)  # new line after a statement's end
+        | (?P<line>[ \t]*)(?=\S)                # other new line (judged below)
       )
     | (?<=[.!?])                              # end of sentence, unless a list number or an
       (?<!\s\d\.)(?<!\s\d\d\.)(?<!^\d\.)(?<!^\d\d\.){_not_after(_ABBREVIATIONS)}   # abbreviation
@@ -107,6 +108,7 @@ def sentence_starts(text: str) -> list[int]:
 
 
 _NOT_START = numpy.uint64(2**64 - 1)  # -1 as spaCy's uint64 arrays hold it
+_FIRST = numpy.zeros(1, dtype=numpy.intp)
 
 
 class SentenceSplitter:
@@ -118,15 +120,18 @@ class SentenceSplitter:
         if n == 0:
             return doc
         starts = sentence_starts(text_of(doc))
-        tokens = [0]
         if len(starts) > 1:
-            found = numpy.searchsorted(doc.to_array(IDX), numpy.array(starts[1:], dtype=numpy.uint64)).tolist()
-            tokens.extend(i for i in found if i < n)  # each start is a non-space character: a token starts there
+            # each start is a non-space character: a token starts there
+            found = numpy.searchsorted(doc.to_array(IDX), numpy.array(starts, dtype=numpy.uint64))
+            found = found[found < n]
+        else:
+            found = _FIRST
         # 1 at each start; the other tokens keep "unset" (0), except that spaCy only believes sentences
         # are set when a token after the first says so (Token.is_sent_start would check the parse each time)
         flags = numpy.zeros((n, 1), dtype=numpy.uint64)
-        flags[tokens, 0] = 1
-        if n > 1 and flags[1, 0] == 0:
+        flags[found, 0] = 1
+        tokens = found.tolist()
+        if n > 1 and (len(tokens) < 2 or tokens[1] != 1):
             flags[1, 0] = _NOT_START
         doc.from_array([SENT_START], flags)
         put(doc, "calc_sentence_tokens", tokens)
