@@ -355,6 +355,30 @@ def test_gaps_inside_running_text_change_nothing_but_offsets(nlp, gap):
     assert read(text) == plain
 
 
+def test_report_exported_with_indented_lines_and_two_spaces_after_periods(nlp):
+    # the layout of a common de-identified chest radiograph export: every line indented by a blank, two
+    # blanks after each period, hard-wrapped lines, blank lines holding a blank
+    text = (
+        "                                 FINAL REPORT\n"
+        " EXAMINATION:  CHEST (PA AND LAT)\n \n"
+        " INDICATION:  ___F with ESRD on HD, eval for pneumonia\n \n"
+        " FINDINGS: \n \n"
+        " Heart size is normal.  The aorta is calcified and tortuous.  Mitral annular\n"
+        " calcification is noted.  There is a 5 mm calcified granuloma in the right upper\n"
+        " lobe.  No pleural effusion or pneumothorax.  No evidence of metastatic pulmonary\n"
+        " calcification.\n"
+    )
+    doc = nlp(text)
+    assert [(m.concept, m.sites, m.laterality, m.assertion, m.section) for m in doc._.calc_mentions] == [
+        ("vascular_calcification", ("aorta",), None, "present", "findings"),
+        ("valvular_calcification", ("heart_valve",), None, "present", "findings"),
+        ("calcified_granuloma", ("lung",), "right", "present", "findings"),
+        ("metastatic_calcification", ("lung",), None, "negated", "findings"),
+    ]
+    assert [m.text for m in doc._.calc_mentions][-1] == "metastatic pulmonary\n calcification"
+    assert [(c.condition, c.assertion) for c in doc._.calc_conditions] == [("esrd", "present"), ("dialysis", "present")]
+
+
 def test_a_phrase_is_matched_across_gaps_but_not_across_a_blank_line(nlp):
     doc = nlp("Dense calcification of the aortic  valve.\tCalcified\t\tgranuloma.\r\n")
     assert [(m.text, m.concept, m.sites) for m in doc._.calc_mentions] == [
