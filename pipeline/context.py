@@ -5,7 +5,9 @@ Triggers come from ``data/context.tsv``. For one target (a token span inside one
 1. Triggers are matched once per doc, longest match first; a pseudo-trigger ("no change",
    "not only", "gram negative") removes every trigger it overlaps.
 2. A trigger applies when the target lies in its scope: *forward* triggers reach right, *backward*
-   triggers reach left, *both* either way; scope stays inside the sentence, stops at a terminator
+   triggers reach left, *both* either way, *adjacent* either way over at most ``MAX_ADJACENT`` words, no
+   clause punctuation and no clause verb (``ADJACENT_STOPS``: "atelectasis vs. pneumonia"); scope stays
+   inside the sentence, stops at a terminator
    ("but", "however", "which", "aside from", ";" ...) and after ``MAX_FORWARD`` / ``MAX_BACKWARD``
    tokens. A trigger of another category that follows a comma also closes the scope
    ("No effusion, possible calcified granuloma": only *possible* reaches the granuloma).
@@ -28,6 +30,14 @@ from pipeline.model import Assertion, Match, Section
 
 MAX_FORWARD = 14
 MAX_BACKWARD = 8
+# an "adjacent" trigger ("atelectasis vs. pneumonia") reaches only the phrases on either side of it: a few
+# words, not across clause punctuation nor a verb that starts or joins a clause ("Ddx for transaminitis
+# includes DILI vs. viral hepatitis": transaminitis is no alternative)
+MAX_ADJACENT = 6
+ADJACENT_STOPS = frozenset({
+    "is", "are", "was", "were", "includes", "include", "including", "shows", "show", "showing", "demonstrates",
+    "demonstrate", "demonstrating", "reveals", "revealed", "has", "have", "had",
+})
 ASSERTING = ("negated", "hypothetical", "possible", "family", "historical")
 SECTION_ASSERTIONS = {"family_history": "family", "past_history": "historical"}
 CLAUSE_PUNCT = frozenset({",", ";", ":"})
@@ -107,7 +117,11 @@ def assess(
             continue  # a trigger inside the target says nothing about it
         direction = trig.b
         applies = False
-        if direction in ("forward", "both") and trig.end <= start:
+        if direction == "adjacent":
+            lo, hi = (trig.end, start) if trig.end <= start else (end, trig.start)
+            applies = (_words(token_texts, lo, hi) <= MAX_ADJACENT and not blocked(lo, hi, trig)
+                       and not any(t in CLAUSE_PUNCT or t in ADJACENT_STOPS for t in token_texts[lo:hi]))
+        elif direction in ("forward", "both") and trig.end <= start:
             if _words(token_texts, trig.end, start) <= MAX_FORWARD and not blocked(trig.end, start, trig):
                 applies = True
         if not applies and direction in ("backward", "both") and trig.start >= end:

@@ -151,7 +151,7 @@ RANGE_COLUMNS = ("analyte", "low", "high", "example")
 LAB_VETO_COLUMNS = ("pattern", "example")
 
 CONTEXT_CATEGORIES = ("negated", "hypothetical", "possible", "family", "historical", "pseudo", "terminate")
-CONTEXT_DIRECTIONS = ("forward", "backward", "both", "-")
+CONTEXT_DIRECTIONS = ("forward", "backward", "both", "adjacent", "-")
 
 
 def _context_example(fields: dict[str, str]) -> str | None:
@@ -163,7 +163,7 @@ def _context_example(fields: dict[str, str]) -> str | None:
     if fields["category"] in ("pseudo", "terminate") and fields["direction"] != "-":
         return "pseudo and terminate triggers take direction '-'"
     if fields["category"] not in ("pseudo", "terminate") and fields["direction"] == "-":
-        return "assertion triggers need a direction: forward, backward or both"
+        return "assertion triggers need a direction: forward, backward, both or adjacent"
     return None
 
 

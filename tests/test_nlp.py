@@ -106,6 +106,15 @@ def test_sentences_split_on_periods_lists_and_lines_but_not_decimals(nlp):
         ("History of deep vein thrombosis in 2015.", "deep vein thrombosis", "historical"),
         ("No change in the moderate cardiomegaly.", "moderate cardiomegaly", "present"),
         ("Gram negative rods in the blood culture.", "Gram negative rods", "present"),
+        # "vs." (one token for spaCy) and "versus" reach the alternatives next to them, not the whole sentence
+        ("Left basilar opacity, atelectasis vs. aspiration.", "aspiration", "possible"),
+        ("Left basilar opacity, atelectasis vs. aspiration.", "atelectasis", "possible"),
+        ("Left basilar opacity, atelectasis versus aspiration.", "Left basilar opacity", "present"),
+        ("Her hypercalcemia is from primary hyperparathyroidism versus malignancy.",
+         "hypercalcemia", "present"),
+        ("Her hypercalcemia is from primary hyperparathyroidism versus malignancy.",
+         "primary hyperparathyroidism", "possible"),
+        ("Echogenic foci in the right renal pelvis versus small stones.", "Echogenic foci", "possible"),
     ],
 )
 def test_assess_assertions_on_any_condition(text, target, status):
