@@ -48,6 +48,10 @@ def test_real_report_mentions(nlp, text, concept, sites, laterality):
         ("PAST MEDICAL HISTORY:\nCalciphylaxis 2019\nHypertension", "historical"),
         ("No pleural effusion but there is a calcified granuloma at the left apex.", "present"),
         ("NO PNEUMOTHORAX. STABLE CALCIFIED GRANULOMA RIGHT LUNG BASE.", "present"),
+        ("Native kidneys are atrophic w/o nephrocalcinosis.", "negated"),
+        # the technique names the contrast, not a finding that is absent
+        ("CT ABDOMEN WITHOUT CONTRAST: Punctate calcifications in the left renal pelvis.", "present"),
+        ("Noncontrast CT of the chest obtained w/o IV contrast shows dense coronary calcification.", "present"),
     ],
 )
 def test_assertion_of_mentions(nlp, text, assertion):
