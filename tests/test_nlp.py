@@ -49,6 +49,10 @@ def test_real_report_mentions(nlp, text, concept, sites, laterality):
         ("No pleural effusion but there is a calcified granuloma at the left apex.", "present"),
         ("NO PNEUMOTHORAX. STABLE CALCIFIED GRANULOMA RIGHT LUNG BASE.", "present"),
         ("Native kidneys are atrophic w/o nephrocalcinosis.", "negated"),
+        ("The calcified hilar node from 2019 is no longer identified.", "negated"),
+        ("Lack of calcification favors a soft tissue mass.", "negated"),
+        ("Calcinosis cutis was raised by dermatology but thought unlikely.", "negated"),
+        ("Minimal if any calcification of the aortic knob.", "possible"),
         # the technique names the contrast, not a finding that is absent
         ("CT ABDOMEN WITHOUT CONTRAST: Punctate calcifications in the left renal pelvis.", "present"),
         ("Noncontrast CT of the chest obtained w/o IV contrast shows dense coronary calcification.", "present"),
