@@ -131,7 +131,7 @@ def assess(
             found[trig.a] = " ".join(token_texts[trig.start : trig.end]).lower()
 
     if section is not None and section.kind in SECTION_ASSERTIONS:
-        found.setdefault(SECTION_ASSERTIONS[section.kind], f"section:{section.title.lower()}")
+        found.setdefault(SECTION_ASSERTIONS[section.kind], "section:" + " ".join(section.title.lower().split()))
 
     key = tuple(found.items())
     assertion = _ASSERTIONS.get(key)

@@ -94,9 +94,9 @@ _CONNECTOR_WORDS = frozenset(
 # a date or a clock time between the name and the value: "Calcium (03/12/2024): 10.4", "Ca on 3/12 was 10.9",
 # "Ca at 0600: 9.8" -- only when a value follows it
 _WHEN_CONNECTOR = _compile(
-    r"[ \t]*(?:\(\d{1,2}/\d{1,2}(?:/\d{2,4})?\)|(?<=on )\d{1,2}/\d{1,2}(?:/\d{2,4})?(?![\d./])"
+    r"[ \t]*(?:\(\d{1,2}/\d{1,2}(?:/\d{2,4})?\)|(?:(?<=\bon[ \t])|(?<=\bon[ \t]{2})|(?<=\bon[ \t]{3}))\d{1,2}/\d{1,2}(?:/\d{2,4})?(?![\d./])"
     r"|\d{1,2}/\d{1,2}(?:/\d{2,4})?(?=[ \t]*[:=][ \t]*\d)"
-    r"|(?<=at )(?:(?:[01]\d|2[0-3]):?[0-5]\d(?:[ \t]?h(?:rs)?)?|\d{1,2}:\d{2}(?:[ \t]?[ap]m)?)(?![\d.,]))"
+    r"|(?:(?<=\bat[ \t])|(?<=\bat[ \t]{2})|(?<=\bat[ \t]{3}))(?:(?:[01]\d|2[0-3]):?[0-5]\d(?:[ \t]?h(?:rs)?)?|\d{1,2}:\d{2}(?:[ \t]?[ap]m)?)(?![\d.,]))"
     r"(?=[ \t]*[:=,-]?[ \t]*(?:was|is|of|[<>])?[ \t]*\d)",
     re.IGNORECASE,
 )
@@ -347,6 +347,7 @@ _CLOCK_TIME = _compile(r"0\d{3}(?![\d.])")  # "0600"
 
 
 _ANY_VALUE = ((-math.inf, math.inf),)
+_BLANKS = re.compile(r"[ \t]*")
 
 
 class LabExtractor:
@@ -415,14 +416,14 @@ class LabExtractor:
                 yield found
 
     def extract(self, text: str) -> list[LabValue]:
-        if "\r" in text:
-            # Windows line endings read as the line breaks they are (same length: offsets hold); each
-            # value's text is the note's own
-            scan = text.replace("\r\n", " \n")
+        if "\r" in text or "\u00a0" in text:
+            # Windows line endings read as the line breaks they are, no-break spaces as blanks (same
+            # length: offsets hold); each value's text is the note's own
+            scan = text.replace("\r\n", " \n").replace("\u00a0", " ")
             out = []
             for v in self._extract(scan):
                 a, b = v.start, v.start + len(v.text)
-                out.append(replace(v, text=text[a:b]) if "\r" in text[a:b] and scan[a:b] == v.text else v)
+                out.append(replace(v, text=text[a:b]) if text[a:b] != v.text and scan[a:b] == v.text else v)
             return out
         return self._extract(text)
 
@@ -811,7 +812,8 @@ class LabExtractor:
                 pos = p.end()
                 continue
             t = self._trend(scan, rx, pos, values[-1].value) or rx.series.match(scan, pos)
-            if t is None and holes is not None and (text.find(",", pos, pos + 2) != -1 or text.find("(", pos, pos + 2) != -1):
+            if t is None and holes is not None and (text.find(",", pos, pos + 2) != -1 or text.find("(", pos, pos + 2) != -1
+                                                     or text[_BLANKS.match(text, pos).end():][:1] in (",", "(")):
                 aside = rx.aside.match(scan, pos)
                 if aside:
                     t = self._after_aside(scan, rx, aside, values[-1].value)

@@ -30,7 +30,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from pipeline.extensions import get, put, text_of
-from pipeline.textutil import trie_pattern
+from pipeline.textutil import blanks, trie_pattern
 from pipeline.tokenizer import TextKeepingTokenizer
 from pipeline import resources, vocab
 from pipeline.context import assess, clean_triggers, section_at
@@ -69,7 +69,7 @@ _SENT_BREAK = re.compile(
       )
     | (?<=[.!?])                              # end of sentence, unless a list number or an
       (?<!\s\d\.)(?<!\s\d\d\.)(?<!^\d\.)(?<!^\d\d\.){_not_after(_ABBREVIATIONS)}   # abbreviation
-      (?P<stop>[ \t]+)(?=[^\sa-z,;)])          # ends with the period; the next starts a new one
+      (?P<stop>[^\S\n]+)(?=[^\sa-z,;)])        # ends with the period; the next starts a new one
     )
     """,
     re.VERBOSE,
@@ -169,7 +169,7 @@ class SectionDetector:
         self.title_ends = frozenset(t.upper()[-1] for t in self.kinds)  # "...IMPRESSION" ends in N
 
     def __call__(self, doc: Doc) -> Doc:
-        text = text_of(doc)
+        text = _plain(text_of(doc))  # "PAST MEDICAL\u00a0HISTORY:" is a title too
         found: dict[int, Section] = {}
         low = text.lower()
         scan, line_re = (low, self.line_lc) if len(low) == len(text) else (text, self.line_re)
@@ -211,7 +211,7 @@ def make_sections(nlp: Language, name: str) -> SectionDetector:
 
 
 
-_PAREN_SHORT = re.compile(r"\([ \t]*[A-Za-z][A-Za-z0-9-]{1,9}[ \t]*\)")
+_PAREN_SHORT = re.compile(r"\(\s*[A-Za-z][A-Za-z0-9-]{1,9}\s*\)")
 
 
 class Abbreviations:
@@ -230,7 +230,8 @@ class Abbreviations:
         # "(SHORT)" first (a literal "(" is cheap to scan for), then look for a long form just before it
         long_forms = [r["phrase"] for rows in resources.mention_rules().values() for r in rows if " " in r["phrase"]]
         self.reach = max(len(p) for p in long_forms) * 2 + 8  # blanks between words may be runs
-        self.long_before = re.compile(rf"(?<![a-z])(?:{trie_pattern(long_forms)})[ \t]*\Z", re.IGNORECASE)
+        long_pattern = trie_pattern(long_forms, space=r"\s+")  # a long form may be wrapped over a line
+        self.long_before = re.compile(rf"(?<![a-z])(?:{long_pattern})\s*\Z", re.IGNORECASE)
 
     def candidate(self, text: str) -> bool:
         """Does ``text`` hold a calcification long form followed by "(SHORT)"?"""
@@ -390,7 +391,10 @@ def _may_have_gaps(text: str) -> bool:
     """A cheap first test for :func:`find_gaps` (substring tests are several times faster than the regex)."""
     if "  " in text or "\t" in text or "\r" in text or "\n " in text or " \n" in text:
         return True
-    return not text.isascii() and _GAP_HINT.search(text) is not None
+    return (not text.isascii() or _CONTROL_SPACE.search(text) is not None) and _GAP_HINT.search(text) is not None
+
+
+_CONTROL_SPACE = re.compile("[\x0b\x0c\x1c-\x1f]")  # form feed (page breaks of printed exports), vertical tab, separators
 
 
 class Gaps:
@@ -496,7 +500,7 @@ class LowerTexts:
 class DocView:
     """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
 
-    __slots__ = ("source", "doc", "keep", "idx", "n_source", "n_tokens", "matches", "text", "sent_starts", "texts",
+    __slots__ = ("source", "doc", "keep", "idx", "n_source", "n_tokens", "matches", "exact", "text", "sent_starts", "texts",
                  "triggers", "trigger_starts", "sections", "section_starts", "_by_sentence")
 
     def __init__(self, doc: Doc) -> None:
@@ -509,7 +513,8 @@ class DocView:
         self.idx = None if gaps is None else doc.to_array(IDX)[self.keep].tolist()
         self.n_tokens = len(doc) if gaps is None else len(self.keep)
         self.matches = get(doc, "calc_matches")
-        self.text = text_of(doc)
+        self.exact = text_of(doc)  # what outputs quote
+        self.text = _plain(self.exact)  # what the rules read
         tokens = get(doc, "calc_sentence_tokens")
         if tokens is None:  # sentences set by another component
             tokens = numpy.flatnonzero(doc.to_array(SENT_START) == 1).tolist()
@@ -548,7 +553,8 @@ class DocView:
             return None
         if self.keep is None:
             return span.start, span.end
-        return bisect_left(self.keep, span.start), bisect_left(self.keep, span.end)  # (a gap never starts a span)
+        start, end = bisect_left(self.keep, span.start), bisect_left(self.keep, span.end)
+        return (start, end) if start < end else None  # a span holding only a gap holds no token here
 
     def section_at(self, char: int) -> Section | None:
         i = bisect_right(self.section_starts, char) - 1
@@ -571,6 +577,14 @@ class DocView:
         s, e = self.sentence(start)
         section = self.section_at(self.char(start))
         return assess(self.sentence_triggers(s, e), s, e, start, end, self.texts, section)
+
+
+def _plain(text: str) -> str:
+    """The text with Windows line endings as line breaks and no-break spaces as blanks (same length, so
+    offsets hold): the rules' character classes and phrases are written for blanks, tabs and \\n."""
+    if "\r" in text or "\u00a0" in text:
+        return text.replace("\r\n", " \n").replace("\u00a0", " ")
+    return text
 
 
 _last_view: DocView | None = None
@@ -638,12 +652,12 @@ _VASCULAR_CONCEPTS = frozenset({"vascular_calcification", "coronary_artery_calci
 _GRANULOMA_HEADS = frozenset({"granuloma", "granulomas", "granulomata"})
 _NODULE_HEADS = frozenset({"nodule", "nodules"})
 # calciphylaxis is a skin site only when its sentence names skin, a skin lesion or a body surface
-_SKIN_CUES = re.compile(
+_SKIN_CUES = re.compile(blanks(
     r"\b(?:skin|cutaneous|subcutaneous|subcutis|dermal|derm|dermatology|wounds?|ulcers?|ulcerations?|eschars?|"
     r"purpura|livedo|necrotic|necrosis|plaques?|papules?|nodules?|lesions?|punch|bx|biopsy|thighs?|calf|calves|"
     r"legs?|lower extremit(?:y|ies)|abdomen|abdominal wall|pannus|buttocks?|breasts?|penis|penile|fingers?|"
     r"toes?|panniculitis|fat|arms?|flanks?|hips?|shins?|trunk)\b",
-    re.IGNORECASE,
+    ), re.IGNORECASE,
 )
 # "right coronary artery", "left ventricle", "left anterior descending": names, not laterality
 _QUADRANTS = frozenset({"upper quadrant", "lower quadrant"})  # "RIGHT UPPER QUADRANT ULTRASOUND": a region
@@ -664,12 +678,12 @@ FIXED_SIDE_COST = 9  # a phrase that names its site takes laterality from a plac
 WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed over for a named place nearby
 SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
 _SIDE_LABEL = re.compile(
-    r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior descending|upper quadrant|"
-    r"lower quadrant))[A-Za-z0-9 \t,]{0,30}:"
+    r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior[ \t]+descending|upper[ \t]+quadrant|"
+    r"lower[ \t]+quadrant))[A-Za-z0-9 \t,]{0,30}:"
 )
 TITLE_LINES = 3  # the exam title is on one of the first lines (a date line may come first)
 _EXAM_LINE = re.compile(r"(?i)(?:exam(?:ination)?|study|procedure)\s*:")
-_ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()-]{1,40}:")
+_ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()\t\u00a0-]{1,40}:")
 
 
 def _within(matches: list[Match], starts: list[int], start: int, end: int) -> list[Match]:
@@ -842,7 +856,7 @@ class MentionFinder:
         return Mention(
             start=start_char,
             end=end_char,
-            text=view.text[start_char:end_char],
+            text=view.exact[start_char:end_char],
             concept=concept,
             site=site_codes[0],
             sites=site_codes,
@@ -928,7 +942,6 @@ class MentionFinder:
             line_start = text.rfind("\n", 0, line_start - 1) + 1
         return ()
 
-    @staticmethod
     @staticmethod
     def _heading_laterality(view: DocView, m: Match, lat_index: tuple[list[Match], list[int]]) -> str | None:
         """Laterality of the label the mention follows on its line or a line above in its paragraph
@@ -1168,7 +1181,7 @@ def make_mentions(nlp: Language, name: str) -> MentionFinder:
 # ----------------------------------------------------------------------------------------------
 # conditions
 
-_CKD_STAGE = re.compile(r"^[ \t,]*(?:stage[ \t]*)?(?P<stage>[1-5][ab]?d?|v|iv|iii|ii|i)\b", re.IGNORECASE)
+_CKD_STAGE = re.compile(r"^[^\S\r\n,]*,?[^\S\r\n]*(?:stage[^\S\r\n]*)?(?P<stage>[1-5][ab]?d?|v|iv|iii|ii|i)\b", re.IGNORECASE)
 _ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5"}
 
 
@@ -1195,7 +1208,7 @@ class ConditionFinder:
                 Condition(
                     start=start_char,
                     end=end_char,
-                    text=view.text[start_char:end_char],
+                    text=view.exact[start_char:end_char],
                     condition=m.a,
                     group=m.b,
                     detail=detail,

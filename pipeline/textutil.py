@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 
-def trie_pattern(words) -> str:
+def trie_pattern(words, space: str = r"[ \t]+") -> str:
     """One regular expression alternation for many words, factored by common prefixes.
 
     Python's ``re`` tries alternatives one by one at every position; a prefix trie makes the
-    scan cost depend on the text, not on the size of the vocabulary. Spaces match any run of
-    blanks; matching is meant to be case-insensitive (words are lower case).
+    scan cost depend on the text, not on the size of the vocabulary. Spaces match ``space`` (any run
+    of blanks and tabs by default); matching is meant to be case-insensitive (words are lower case).
     """
     trie: dict = {}
     for word in words:
@@ -23,7 +23,7 @@ def trie_pattern(words) -> str:
         ends = "" in node
         branches = []
         for ch in sorted(k for k in node if k):
-            atom = r"[ \t]+" if ch == " " else re.escape(ch)
+            atom = space if ch == " " else re.escape(ch)
             branches.append(atom + build(node[ch]))
         if not branches:
             return ""
