@@ -323,6 +323,7 @@ class CaseClassifier:
     def _sentence_cues(self, sentence: str) -> tuple[tuple[float, str], ...]:
         """The (weight, why) of every sentence cue affirmed in ``sentence``; remembered per sentence
         (report templates repeat sentences across patients)."""
+        sentence = " ".join(sentence.split())  # cues are written with one space: read wrapped lines, tabs and runs the same
         memo = self.__dict__.setdefault("_cue_memo", {})
         found = memo.get(sentence)
         if found is None:

@@ -244,6 +244,17 @@ def test_negated_cue_does_not_count():
     assert "calcium in necrotic tissue" not in [why for _, why in negated]
 
 
+@pytest.mark.parametrize("sentence", [
+    "Ossified mass in the left thigh with peripheral calcification, likely myositis\nossificans.",
+    "Ossified mass in the left thigh with peripheral calcification, likely myositis  ossificans.",
+    "Ossified mass in the left thigh with peripheral calcification, likely myositis\r\nossificans.",
+])
+def test_sentence_cues_read_wrapped_lines_tabs_and_runs_of_blanks_as_one_space(sentence):
+    clf = CaseClassifier()
+    _, parts = clf.mention_score("calcification", "soft_tissue", sentence, 0.0, 0.0)
+    assert "calcified old hematoma or injury" in [why for _, why in parts]
+
+
 # -- the report's own differential between the two mechanisms -------------------------------------
 
 def test_differential_of_old_granulomas_versus_metastatic_calcification_is_indeterminate():
