@@ -84,3 +84,48 @@ def test_gapped_lab_line_reads_as_the_plain_line(labs, plain, gapped):
         return [(v.analyte, v.value) for v in labs.extract(text)]
 
     assert values(plain) and values(gapped) == values(plain)
+
+
+# -- every dev gold text, retyped ------------------------------------------------------------------
+
+def _dev_texts() -> list[str]:
+    import json
+    from pathlib import Path
+
+    texts = []
+    for path in sorted(Path(__file__).parent.joinpath("gold").glob("*/dev*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            texts.extend([record["text"]] if "text" in record else [n["text"] for n in record.get("notes", [])])
+    return list(dict.fromkeys(texts))
+
+
+def _retype(text: str, how: str, seed: int = 1) -> str:
+    import random
+    import re
+
+    rng = random.Random(seed)
+    # spaces between two words outside de-identification placeholders ("[**Month (only) 116**]" is machine-made)
+    between = re.compile(r"(?<=\S) (?=\S)(?![^\[\]]*\*\*\])")
+    if how == "crlf":
+        return text.replace("\n", "\r\n")
+    if how == "indent":
+        return re.sub(r"\n(?=\S)", "\n   ", text)
+    gap = {"double": "  ", "tab": "\t", "nbsp": "\u00a0"}[how]
+    return between.sub(lambda m: gap if rng.random() < 0.3 else " ", text)
+
+
+@pytest.mark.parametrize("how", ["double", "tab", "crlf", "indent", "nbsp"])
+def test_every_dev_gold_text_retyped_reads_the_same(nlp, how):
+    texts = _dev_texts()
+    assert len(texts) > 700
+
+    def rows(docs):
+        return [([(m.concept, m.sites, m.laterality, m.assertion) for m in d._.calc_mentions],
+                 [(c.condition, c.detail, c.assertion) for c in d._.calc_conditions],
+                 [(v.analyte, v.value) for v in d._.calc_labs]) for d in docs]
+
+    retyped = [_retype(t, how) for t in texts]
+    assert sum(a != b for a, b in zip(texts, retyped)) > len(texts) // 2
+    differ = [i for i, (a, b) in enumerate(zip(rows(nlp.pipe(texts)), rows(nlp.pipe(retyped)))) if a != b]
+    assert not differ, [retyped[i][:120] for i in differ[:3]]
