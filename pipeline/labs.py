@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 
 from pipeline import resources, vocab
 from pipeline.model import LabValue
-from pipeline.textutil import blanks, trie_pattern
+from pipeline.textutil import blanks, plain_blanks, trie_pattern
 
 
 def _compile(pattern: str, flags: int = 0) -> re.Pattern:
@@ -416,16 +416,16 @@ class LabExtractor:
                 yield found
 
     def extract(self, text: str) -> list[LabValue]:
-        if "\r" in text or "\u00a0" in text:
-            # Windows line endings read as the line breaks they are, no-break spaces as blanks (same
-            # length: offsets hold); each value's text is the note's own
-            scan = text.replace("\r\n", " \n").replace("\u00a0", " ")
-            out = []
-            for v in self._extract(scan):
-                a, b = v.start, v.start + len(v.text)
-                out.append(replace(v, text=text[a:b]) if text[a:b] != v.text and scan[a:b] == v.text else v)
-            return out
-        return self._extract(text)
+        # Windows line endings read as the line breaks they are, no-break spaces as blanks (same length:
+        # offsets hold); each value's text is the note's own
+        scan = plain_blanks(text)
+        if scan is text:
+            return self._extract(text)
+        out = []
+        for v in self._extract(scan):
+            a, b = v.start, v.start + len(v.text)
+            out.append(replace(v, text=text[a:b]) if text[a:b] != v.text and scan[a:b] == v.text else v)
+        return out
 
     def _extract(self, text: str) -> list[LabValue]:
         low = text.lower()

@@ -30,7 +30,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from pipeline.extensions import get, put, text_of
-from pipeline.textutil import blanks, trie_pattern
+from pipeline.textutil import blanks, plain_blanks, trie_pattern
 from pipeline.tokenizer import TextKeepingTokenizer
 from pipeline import resources, vocab
 from pipeline.context import assess, clean_triggers, section_at
@@ -169,7 +169,7 @@ class SectionDetector:
         self.title_ends = frozenset(t.upper()[-1] for t in self.kinds)  # "...IMPRESSION" ends in N
 
     def __call__(self, doc: Doc) -> Doc:
-        text = _plain(text_of(doc))  # "PAST MEDICAL\u00a0HISTORY:" is a title too
+        text = plain_blanks(text_of(doc))  # "PAST MEDICAL\u00a0HISTORY:" is a title too
         found: dict[int, Section] = {}
         low = text.lower()
         scan, line_re = (low, self.line_lc) if len(low) == len(text) else (text, self.line_re)
@@ -500,11 +500,11 @@ class LowerTexts:
 class DocView:
     """Sentences, tokens and triggers of one doc, computed once and shared by the components."""
 
-    __slots__ = ("source", "doc", "keep", "idx", "n_source", "n_tokens", "matches", "exact", "text", "sent_starts", "texts",
+    __slots__ = ("doc", "keep", "idx", "n_source", "n_tokens", "matches", "exact", "text", "sent_starts", "texts",
                  "triggers", "trigger_starts", "sections", "section_starts", "_by_sentence")
 
     def __init__(self, doc: Doc) -> None:
-        self.source = self.doc = doc
+        self.doc = doc
         self.n_source = len(doc)
         gaps = gaps_of(doc)
         # token indices (matches, sentences, texts) count the doc's tokens without its gaps (see Gaps);
@@ -514,7 +514,7 @@ class DocView:
         self.n_tokens = len(doc) if gaps is None else len(self.keep)
         self.matches = get(doc, "calc_matches")
         self.exact = text_of(doc)  # what outputs quote
-        self.text = _plain(self.exact)  # what the rules read
+        self.text = plain_blanks(self.exact)  # what the rules read
         tokens = get(doc, "calc_sentence_tokens")
         if tokens is None:  # sentences set by another component
             tokens = numpy.flatnonzero(doc.to_array(SENT_START) == 1).tolist()
@@ -548,7 +548,7 @@ class DocView:
 
     def tokens(self, start_char: int, end_char: int) -> tuple[int, int] | None:
         """The tokens covering characters [start_char, end_char) of the note (expanded to whole tokens)."""
-        span = self.source.char_span(start_char, end_char, alignment_mode="expand")
+        span = self.doc.char_span(start_char, end_char, alignment_mode="expand")
         if span is None or len(span) == 0:
             return None
         if self.keep is None:
@@ -579,14 +579,6 @@ class DocView:
         return assess(self.sentence_triggers(s, e), s, e, start, end, self.texts, section)
 
 
-def _plain(text: str) -> str:
-    """The text with Windows line endings as line breaks and no-break spaces as blanks (same length, so
-    offsets hold): the rules' character classes and phrases are written for blanks, tabs and \\n."""
-    if "\r" in text or "\u00a0" in text:
-        return text.replace("\r\n", " \n").replace("\u00a0", " ")
-    return text
-
-
 _last_view: DocView | None = None
 
 
@@ -594,7 +586,7 @@ def view_of(doc: Doc) -> DocView:
     """The doc's view, shared by the components that run one after another on the same doc."""
     global _last_view
     view = _last_view
-    if view is None or view.source is not doc or view.n_source != len(doc) or view.matches is not get(doc, "calc_matches"):
+    if view is None or view.doc is not doc or view.n_source != len(doc) or view.matches is not get(doc, "calc_matches"):
         view = _last_view = DocView(doc)
     return view
 
@@ -677,13 +669,13 @@ MAX_SITE_COST = 14
 FIXED_SIDE_COST = 9  # a phrase that names its site takes laterality from a place this near
 WEAK_SITE_COST = 6  # a weak site word ("nodule", "atherosclerosis") is passed over for a named place nearby
 SUBJECT_TOKENS = 3  # a site among the first tokens of the sentence is its subject ("Native kidneys are ...")
-_SIDE_LABEL = re.compile(
-    r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior[ \t]+descending|upper[ \t]+quadrant|"
-    r"lower[ \t]+quadrant))[A-Za-z0-9 \t,]{0,30}:"
-)
+_SIDE_LABEL = re.compile(blanks(
+    r"(?i)\b(left|right|bilateral)\b(?![ \t]+(?:ventric|atri|coronary|heart|main\b|anterior descending|upper quadrant|"
+    r"lower quadrant))[A-Za-z0-9 \t,]{0,30}:"
+))
 TITLE_LINES = 3  # the exam title is on one of the first lines (a date line may come first)
 _EXAM_LINE = re.compile(r"(?i)(?:exam(?:ination)?|study|procedure)\s*:")
-_ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()\t\u00a0-]{1,40}:")
+_ORGAN_HEADING = re.compile(r"[ \t]*[A-Za-z][A-Za-z ,/&()\t-]{1,40}:")
 
 
 def _within(matches: list[Match], starts: list[int], start: int, end: int) -> list[Match]:
@@ -1181,7 +1173,7 @@ def make_mentions(nlp: Language, name: str) -> MentionFinder:
 # ----------------------------------------------------------------------------------------------
 # conditions
 
-_CKD_STAGE = re.compile(r"^[^\S\r\n,]*,?[^\S\r\n]*(?:stage[^\S\r\n]*)?(?P<stage>[1-5][ab]?d?|v|iv|iii|ii|i)\b", re.IGNORECASE)
+_CKD_STAGE = re.compile(r"^[ \t,]*(?:stage[ \t]*)?(?P<stage>[1-5][ab]?d?|v|iv|iii|ii|i)\b", re.IGNORECASE)
 _ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5"}
 
 

@@ -33,6 +33,14 @@ def trie_pattern(words, space: str = r"[ \t]+") -> str:
     return build(trie)
 
 
+def plain_blanks(text: str) -> str:
+    """The text with Windows line endings as line breaks and no-break spaces as blanks. Same length, so
+    offsets into it are offsets into ``text``: rules written for blanks, tabs and ``\\n`` read it instead."""
+    if "\r" in text or "\u00a0" in text:
+        return text.replace("\r\n", " \n").replace("\u00a0", " ")
+    return text
+
+
 def blanks(pattern: str) -> str:
     """``pattern`` with each literal space (outside a character class) matching any run of blanks and tabs.
 
